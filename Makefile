@@ -1,0 +1,49 @@
+# DistCache developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODES ?= 3
+BASE_PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtualenv and install DistCache with dev tools
+
+.PHONY: run
+run: $(STAMP) ## Run a local cache (set-up included) on :$(BASE_PORT)
+	$(VENV)/bin/distcache-node --config config.yaml --port $(BASE_PORT)
+
+.PHONY: test
+test: $(STAMP) ## Run every test tier this machine can run (set-up included)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Only the fast in-process tests
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check node operator tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks side by side with their anchors; writes bench/results/
+	$(PY) bench/run.py
+
+.PHONY: clean
+clean: ## Remove the venv, caches and local cluster state
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/results

@@ -1,0 +1,64 @@
+"""The node's application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from distcache_node.appkeys import (
+    BACKEND, CLUSTER, CONFIG, METRICS, RATE_LIMITER, READY, STORE,
+)
+from distcache_node.backend import LocalBackend
+from distcache_node.config import NodeConfig
+from distcache_node.metrics import NodeMetrics
+from distcache_node.middlewares import setup_middlewares
+from distcache_node.ratelimit import RateLimiter
+from distcache_node.routes import setup_routes
+from distcache_node.store import Store
+
+log = logging.getLogger("distcache.node")
+
+
+async def active_expiry(app: web.Application) -> AsyncIterator[None]:
+    """Frees expired keys nobody reads, a bounded batch per tick so requests keep flowing."""
+    store, interval = app[STORE], app[CONFIG].active_expiry_interval
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            store.expire_due()
+
+    task = asyncio.create_task(loop(), name="active-expiry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    app = web.Application(client_max_size=config.body_limit)
+    store = Store(config.max_memory)
+    app[CONFIG] = config
+    app[STORE] = store
+    app[METRICS] = NodeMetrics(store)
+    app[READY] = {"ready": True, "reason": "single node"}
+    app[CLUSTER] = None
+    app[BACKEND] = LocalBackend(store)
+    app[RATE_LIMITER] = None
+    if config.ring_file or config.advertise_url:
+        from distcache_node.cluster.node import setup_cluster
+
+        setup_cluster(app)
+    if config.rate_limit > 0:
+        # Built on the app's backend, so on a cluster the counters are cluster-wide.
+        app[RATE_LIMITER] = RateLimiter(app[BACKEND], config.rate_limit, config.rate_limit_burst)
+    setup_routes(app)
+    setup_middlewares(app)
+    app.cleanup_ctx.append(active_expiry)
+    if not config.api_key:
+        log.warning("no API key configured: the data API is open to anyone who can reach it")
+    return app

@@ -1,0 +1,179 @@
+"""Node configuration: one dataclass, filled from defaults < YAML file < DISTCACHE_* env < flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value a user gave is wrong; the message says which and why."""
+
+
+def parse_size(value: str | int) -> int:
+    """Parse '256MiB', '1g', '1048576' into bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"size must not be negative: {value}")
+        return value
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ConfigError(f"not a size: {value!r} (examples: 1048576, 512KiB, 256MiB, 1GiB)")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "").lower()])
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str = ""
+    max_memory: int = 256 * 1024**2
+    max_value_size: int = 1024**2
+    max_key_size: int = 1024
+    max_body_size: int = 0  # 0: derived from max_value_size (see body_limit)
+    node_id: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # Per-IP rate limiting: off (0) by default on a local node.
+    rate_limit: float = 0.0  # requests per second per client IP
+    rate_limit_burst: int = 0  # extra requests allowed in a burst; 0 means equal to the rate
+    gzip_min_size: int = 1024
+    max_connections: int = 1024
+    request_read_timeout: float = 10.0  # seconds a client may take to send one request
+    shutdown_timeout: float = 10.0
+    active_expiry_interval: float = 0.1
+    access_log: bool = False
+    log_level: str = "INFO"
+    # Cluster settings, used once a ring is configured.
+    ring_file: str = ""
+    cluster_secret: str = ""
+    advertise_url: str = ""
+    replication: int = 2
+    write_quorum: int = 0  # 0: all live owners, at least 2 when R >= 2
+    heartbeat_interval: float = 1.0
+    suspect_after: float = 2.5
+
+    @property
+    def body_limit(self) -> int:
+        """Largest accepted request body: a full /mset of max-size values needs room."""
+        return self.max_body_size or max(4 * self.max_value_size, 8 * 1024**2)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_enabled else "http"
+
+    def validate(self) -> NodeConfig:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        for name in ("tls_cert", "tls_key", "tls_ca", "ring_file"):
+            path = getattr(self, name)
+            if path and name != "ring_file" and not Path(path).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')}: no such file: {path}")
+        if self.max_memory <= 0:
+            raise ConfigError("--max-memory must be positive")
+        if self.max_value_size <= 0 or self.max_value_size > self.max_memory:
+            raise ConfigError("--max-value-size must be positive and at most --max-memory")
+        if self.rate_limit < 0 or self.rate_limit_burst < 0:
+            raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
+        if self.replication < 1:
+            raise ConfigError("--replication must be at least 1")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+_SIZE_FIELDS = {"max_memory", "max_value_size", "max_key_size", "max_body_size", "gzip_min_size"}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    field_type = _FIELDS[name].type
+    try:
+        if name in _SIZE_FIELDS:
+            return parse_size(raw)
+        if field_type in ("int", int):
+            return int(raw)
+        if field_type in ("float", float):
+            return float(raw)
+        if field_type in ("bool", bool):
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        name = key.replace("-", "_").lower()
+        if name not in _FIELDS:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        out[name] = _coerce(name, raw)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distcache-node", description="Run one DistCache node (HTTP JSON cache server)."
+    )
+    parser.add_argument("--config", help="YAML config file (keys as the flags, - or _)")
+    for field in dataclasses.fields(NodeConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=None)
+        else:
+            parser.add_argument(flag, dest=field.name, default=None,
+                                help=f"(default: {field.default!r})")
+    return parser
+
+
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """Merge defaults, the YAML file, DISTCACHE_* environment variables and flags."""
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = args.config or env.get("DISTCACHE_CONFIG")
+    if config_path:
+        try:
+            loaded = yaml.safe_load(Path(config_path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: expected a mapping at the top level")
+        values.update(_from_mapping(loaded, config_path))
+    env_values = {
+        k[len("DISTCACHE_"):]: v
+        for k, v in env.items()
+        if k.startswith("DISTCACHE_") and k != "DISTCACHE_CONFIG"
+    }
+    values.update(_from_mapping(env_values, "environment"))
+    flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    values.update(_from_mapping(flags, "flags"))
+    return NodeConfig(**values).validate()

@@ -1,0 +1,71 @@
+"""Profiling endpoints, the Python answer to Go's pprof: a CPU profile and a heap snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import pstats
+import tracemalloc
+
+from aiohttp import web
+
+from distcache_node.errors import bad_request
+
+MAX_SECONDS = 60.0
+_profile_lock = asyncio.Lock()
+
+
+def _seconds(request: web.Request, default: float) -> float:
+    raw = request.query.get("seconds", str(default))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise bad_request(f"'seconds' must be a number, got {raw!r}", "invalid_seconds") from None
+    if not 0 < seconds <= MAX_SECONDS:
+        raise bad_request(f"'seconds' must be > 0 and <= {MAX_SECONDS:.0f}", "invalid_seconds")
+    return seconds
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("top", "40")
+    if not raw.isdigit() or not 0 < int(raw) <= 1000:
+        raise bad_request("'top' must be an integer from 1 to 1000", "invalid_top")
+    return int(raw)
+
+
+async def handle_profile(request: web.Request) -> web.Response:
+    """GET /debug/profile?seconds=N&top=K: cProfile of the event loop thread for N seconds.
+    Every handler runs on that thread, so this is the whole node's CPU time."""
+    seconds, top = _seconds(request, 5.0), _limit(request)
+    if _profile_lock.locked():
+        raise web.HTTPConflict(text="a profile is already running")
+    async with _profile_lock:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    return web.Response(text=out.getvalue())
+
+
+async def handle_heap(request: web.Request) -> web.Response:
+    """GET /debug/heap?seconds=N&top=K: allocations by source line. Tracing costs memory and
+    time, so it runs only for the request: started, N seconds of traffic, snapshot, stopped."""
+    seconds, top = _seconds(request, 1.0), _limit(request)
+    started_here = not tracemalloc.is_tracing()
+    if started_here:
+        tracemalloc.start(10)
+    try:
+        await asyncio.sleep(seconds)
+        snapshot = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        if started_here:
+            tracemalloc.stop()
+    lines = [f"traced: current={current} peak={peak} bytes (allocations since tracing began)"]
+    lines += [str(stat) for stat in snapshot.statistics("lineno")[:top]]
+    return web.Response(text="\n".join(lines) + "\n")

@@ -1,0 +1,177 @@
+"""Data-plane HTTP handlers: parse and validate, then call the backend. No placement here."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from distcache_node.appkeys import BACKEND, CONFIG, METRICS
+from distcache_node.backend import Entry, Item
+from distcache_node.errors import ApiError, bad_request
+
+MAX_TTL = 10 * 365 * 24 * 3600.0  # ten years: anything longer is a mistake, not a TTL
+MAX_BATCH = 10_000
+JSON = "application/json"
+
+
+def _json_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    config = request.app[CONFIG]
+    try:
+        async with asyncio.timeout(config.request_read_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "request body not received in time") from None
+    if not raw:
+        raise bad_request("request body is empty; send a JSON object", "malformed_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", "malformed_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", "malformed_json")
+    return body
+
+
+def validate_key(request: web.Request, key: Any, field: str = "key") -> str:
+    if key is None:
+        raise bad_request(f"missing {field!r}", "missing_key")
+    if not isinstance(key, str):
+        raise bad_request(f"{field!r} must be a string", "invalid_key")
+    if not key:
+        raise bad_request(f"{field!r} must not be empty", "invalid_key")
+    limit = request.app[CONFIG].max_key_size
+    size = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise bad_request(f"{field!r} is {size} bytes, over the {limit}-byte limit", "key_too_long")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise bad_request(f"{field!r} is not valid UTF-8", "invalid_key") from None
+    return key
+
+
+def validate_ttl(ttl: Any) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise bad_request("'ttl' must be a number of seconds", "invalid_ttl")
+    if not 0 < ttl <= MAX_TTL:
+        raise bad_request(f"'ttl' must be > 0 and <= {MAX_TTL:.0f} seconds", "invalid_ttl")
+    return float(ttl)
+
+
+def encode_value(request: web.Request, body: dict[str, Any]) -> bytes:
+    if "value" not in body:
+        raise bad_request("missing 'value'", "missing_value")
+    value = orjson.dumps(body["value"])
+    limit = request.app[CONFIG].max_value_size
+    if len(value) > limit:
+        raise ApiError(413, "value_too_large",
+                       f"value is {len(value)} bytes encoded, over the {limit}-byte limit")
+    return value
+
+
+def _ttl_json(ttl: float | None) -> bytes:
+    return b"null" if ttl is None else orjson.dumps(round(ttl, 3))
+
+
+def _entry_json(key: str, entry: Entry) -> bytes:
+    return b'{"key":%b,"value":%b,"ttl":%b}' % (orjson.dumps(key), entry[0], _ttl_json(entry[1]))
+
+
+async def handle_get(request: web.Request) -> web.Response:
+    key = validate_key(request, request.query.get("key"))
+    entry = await request.app[BACKEND].get(key)
+    metrics = request.app[METRICS]
+    if entry is None:
+        metrics.misses.inc()
+        raise ApiError(404, "not_found", f"key {key!r} not found")
+    metrics.hits.inc()
+    return _json_response(_entry_json(key, entry))
+
+
+async def handle_set(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    key = validate_key(request, body.get("key"))
+    value = encode_value(request, body)
+    ttl = validate_ttl(body.get("ttl"))
+    await request.app[BACKEND].set(key, value, ttl)
+    return _json_response(b'{"stored":true,"key":%b}' % orjson.dumps(key))
+
+
+async def handle_delete(request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        key_raw: Any = request.query.get("key")
+        if key_raw is None and request.can_read_body:
+            key_raw = (await read_json(request)).get("key")
+    else:
+        key_raw = (await read_json(request)).get("key")
+    key = validate_key(request, key_raw)
+    deleted = await request.app[BACKEND].delete(key)
+    return _json_response(b'{"deleted":true}' if deleted else b'{"deleted":false}')
+
+
+def _batch(body: dict[str, Any], field: str) -> list[Any]:
+    items = body.get(field)
+    if items is None:
+        raise bad_request(f"missing {field!r}", f"missing_{field}")
+    if not isinstance(items, list):
+        raise bad_request(f"{field!r} must be a list", f"invalid_{field}")
+    if len(items) > MAX_BATCH:
+        raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} {field} per request")
+    return items
+
+
+async def handle_mget(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    keys = [validate_key(request, k, "keys[]") for k in _batch(body, "keys")]
+    unique = list(dict.fromkeys(keys))
+    found = await request.app[BACKEND].mget(unique)
+    missing = [k for k in unique if k not in found]
+    metrics = request.app[METRICS]
+    metrics.hits.inc(len(found))
+    metrics.misses.inc(len(missing))
+    dumps = orjson.dumps
+    values = b",".join([dumps(k) + b":" + v[0] for k, v in found.items()])
+    return _json_response(b'{"values":{%b},"missing":%b}' % (values, dumps(missing)))
+
+
+async def handle_mset(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    raw_items = _batch(body, "items")
+    items: list[Item] = []
+    # Validate everything before storing anything: all or nothing.
+    for index, raw in enumerate(raw_items):
+        if not isinstance(raw, dict):
+            raise bad_request(f"items[{index}] must be an object with 'key' and 'value'",
+                              "invalid_items")
+        try:
+            key = validate_key(request, raw.get("key"), f"items[{index}].key")
+            value = encode_value(request, raw)
+            ttl = validate_ttl(raw.get("ttl"))
+        except ApiError as exc:
+            exc.message = f"items[{index}]: {exc.message}"
+            raise
+        items.append((key, value, ttl))
+    stored = await request.app[BACKEND].mset(items)
+    return _json_response(b'{"stored":%d}' % stored)
+
+
+async def handle_incr(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    key = validate_key(request, body.get("key"))
+    delta = body.get("delta", 1)
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise bad_request("'delta' must be an integer", "invalid_delta")
+    if not -(2**63) <= delta < 2**63:
+        raise bad_request("'delta' must fit in a signed 64-bit integer", "invalid_delta")
+    ttl = validate_ttl(body.get("ttl"))
+    value = await request.app[BACKEND].incr(key, delta, ttl)
+    return _json_response(b'{"key":%b,"value":%d}' % (orjson.dumps(key), value))

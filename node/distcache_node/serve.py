@@ -1,0 +1,140 @@
+"""Running the app on a socket: TLS, a bound on connections, slow-client protection and a
+graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from distcache_node.config import NodeConfig
+
+log = logging.getLogger("distcache.node")
+
+
+def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    if not config.tls_enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_ca:
+        context.load_verify_locations(config.tls_ca)
+        # Optional, not required: data clients may come with an API key only; the cluster
+        # layer admits internal calls only with a verified peer certificate.
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class _GuardedRequestHandler(RequestHandler):
+    """Notes when a request's first bytes arrive so a sweeper can drop clients that never
+    finish sending their headers (slowloris). The middleware clears the mark."""
+
+    _distcache_pending_since: float | None = None
+    _distcache_in_request: bool = False
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._distcache_pending_since = None
+        elif self._distcache_pending_since is None and not self._distcache_in_request:
+            self._distcache_pending_since = time.monotonic()
+
+
+class _Refuse503(asyncio.Protocol):
+    """Answer for connections over the limit: a short 503 rather than a silent hang."""
+
+    BODY = b'{"error":"too_many_connections","message":"connection limit reached; retry"}'
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(self.BODY), self.BODY)
+        )
+        transport.close()
+
+
+class _GuardedServer(Server):
+    max_connections = 1024
+
+    def __call__(self) -> Any:
+        if len(self._connections) >= self.max_connections:
+            return _Refuse503()
+        return _GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def sweep_slow_clients(self, read_timeout: float) -> int:
+        deadline = time.monotonic() - read_timeout
+        dropped = 0
+        for handler, transport in list(self._connections.items()):
+            since = getattr(handler, "_distcache_pending_since", None)
+            if since is not None and since < deadline:
+                transport.close()
+                dropped += 1
+        return dropped
+
+
+class GuardedAppRunner(web.AppRunner):
+    def __init__(self, app: web.Application, config: NodeConfig, **kwargs: Any) -> None:
+        super().__init__(app, shutdown_timeout=config.shutdown_timeout, **kwargs)
+        self._config = config
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        # Same object layout, extra behaviour: aiohttp offers no hook to choose the class.
+        server.__class__ = _GuardedServer
+        server.max_connections = self._config.max_connections  # type: ignore[attr-defined]
+        return server
+
+    def sweep_slow_clients(self) -> int:
+        server = self.server
+        if isinstance(server, _GuardedServer):
+            return server.sweep_slow_clients(self._config.request_read_timeout)
+        return 0
+
+
+async def _sweep_forever(runner: GuardedAppRunner, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        dropped = runner.sweep_slow_clients()
+        if dropped:
+            log.warning("closed %d connection(s) that sent no complete request in time", dropped)
+
+
+async def serve(
+    app: web.Application, config: NodeConfig, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then finish in-flight requests."""
+    stop = stop or asyncio.Event()
+    runner = GuardedAppRunner(app, config, access_log=log if config.access_log else None,
+                              handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=server_ssl_context(config),
+                       reuse_address=True, backlog=1024)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = asyncio.create_task(
+        _sweep_forever(runner, max(0.2, config.request_read_timeout / 4)), name="slow-clients"
+    )
+    log.info("distcache node %s listening on %s://%s:%d", config.node_id or "-",
+             config.scheme, config.host, config.port)
+    try:
+        await stop.wait()
+        log.info("shutting down: no new connections, finishing in-flight requests")
+    finally:
+        sweeper.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,182 @@
+"""The local store: an LRU bounded by bytes, with TTLs.
+
+Values are kept as their encoded JSON bytes: the node never needs the decoded object (except
+for /incr), responses can splice the bytes in as they are, and bytes are far smaller in memory
+than the Python objects they encode.
+
+Expiry is lazy (checked on every read) and active: a heap of deadlines lets
+`expire_due()` free expired keys that nobody reads, without scanning the whole store.
+
+Not thread-safe on purpose: the node runs one event loop and calls it from there only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+# Rough per-entry bookkeeping cost in CPython (str and bytes headers, the ordered dict's
+# slot and link node). Counting it keeps --max-memory close to what the process really uses.
+ENTRY_OVERHEAD = 160
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class EntryTooLarge(ValueError):
+    """One entry alone would not fit in the store."""
+
+
+class NotAnInteger(ValueError):
+    """/incr on a value that is not a JSON integer, or a result outside int64."""
+
+
+def entry_size(key: str, value: bytes) -> int:
+    key_bytes = len(key) if key.isascii() else len(key.encode())
+    return key_bytes + len(value) + ENTRY_OVERHEAD
+
+
+class Store:
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._deadlines: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self.bytes_used = 0
+        self.evictions = 0
+        self.expirations = 0
+        # Called with each key the store drops on its own (eviction or expiry).
+        self.on_drop: Callable[[str], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def get(self, key: str) -> bytes | None:
+        """The value, refreshing its LRU position; None when absent or expired."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if self._deadlines:
+            deadline = self._deadlines.get(key)
+            if deadline is not None and deadline <= self.clock():
+                self._remove(key)
+                self.expirations += 1
+                return None
+        self._data.move_to_end(key)
+        return value
+
+    def ttl(self, key: str) -> float | None:
+        """Remaining seconds to live of a present key, None when it never expires."""
+        deadline = self._deadlines.get(key)
+        if deadline is None:
+            return None
+        return max(0.0, deadline - self.clock())
+
+    def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        return value, self.ttl(key) if self._deadlines else None
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store a value; ttl in seconds (None: no expiry). Evicts LRU entries to make room."""
+        size = entry_size(key, value)
+        if size > self.max_bytes:
+            raise EntryTooLarge(f"entry of {size} bytes exceeds the store's {self.max_bytes}")
+        old = self._data.get(key)
+        if old is not None:
+            self.bytes_used -= entry_size(key, old)
+            self._data.move_to_end(key)
+        self._data[key] = value
+        self.bytes_used += size
+        if ttl is None:
+            self._deadlines.pop(key, None)
+        else:
+            deadline = self.clock() + ttl
+            self._deadlines[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
+        if self.bytes_used > self.max_bytes:
+            self._evict()
+
+    def delete(self, key: str) -> bool:
+        if key not in self._data:
+            return False
+        expired = self.get(key) is None
+        if not expired:
+            self._remove(key)
+        return not expired
+
+    def incr(self, key: str, delta: int, ttl: float | None = None) -> int:
+        """Add delta to an integer value (absent counts as 0). ttl applies when the key is new;
+        an existing key keeps its expiry, as Redis INCR does."""
+        current = self.get(key)
+        if current is None:
+            number = delta
+        else:
+            try:
+                old = int(current)
+            except ValueError:
+                raise NotAnInteger(f"value of {key!r} is not an integer") from None
+            number = old + delta
+            ttl = self.ttl(key)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise NotAnInteger("increment would overflow a 64-bit integer")
+        self.set(key, str(number).encode(), ttl)
+        return number
+
+    def expire_due(self, limit: int = 10_000) -> int:
+        """Drop up to `limit` keys whose deadline has passed; returns how many."""
+        now = self.clock()
+        heap, deadlines = self._heap, self._deadlines
+        dropped = 0
+        while heap and heap[0][0] <= now and dropped < limit:
+            deadline, key = heapq.heappop(heap)
+            if deadlines.get(key) == deadline:  # not a stale heap entry of an overwritten key
+                self._remove(key)
+                self.expirations += 1
+                dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop(key)
+        # Overwrites leave stale heap entries behind; rebuild when they dominate.
+        if len(heap) > 2 * len(deadlines) + 1024:
+            self._heap = [(d, k) for k, d in deadlines.items()]
+            heapq.heapify(self._heap)
+        return dropped
+
+    def items(self) -> Iterator[tuple[str, bytes, float | None]]:
+        """Snapshot of live entries (key, value, remaining ttl), oldest first; safe to mutate
+        the store while iterating."""
+        now = self.clock()
+        for key, value in list(self._data.items()):
+            deadline = self._deadlines.get(key)
+            if deadline is None:
+                yield key, value, None
+            elif deadline > now:
+                yield key, value, deadline - now
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._deadlines.clear()
+        self._heap.clear()
+        self.bytes_used = 0
+
+    def _remove(self, key: str) -> None:
+        value = self._data.pop(key)
+        self._deadlines.pop(key, None)
+        self.bytes_used -= entry_size(key, value)
+
+    def _evict(self) -> None:
+        while self.bytes_used > self.max_bytes and self._data:
+            key, value = self._data.popitem(last=False)
+            self._deadlines.pop(key, None)
+            self.bytes_used -= entry_size(key, value)
+            self.evictions += 1
+            if self.on_drop is not None:
+                self.on_drop(key)
