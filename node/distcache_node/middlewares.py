@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from distcache_node.appkeys import CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.errors import ApiError, json_error
+from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
 
 log = logging.getLogger("distcache.node")
@@ -81,7 +82,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
             ("cluster", PEER) if request.path.startswith("/cluster/") else UNMATCHED
         )
     protocol = request.protocol
-    protocol._distcache_in_request = True  # type: ignore[union-attr]
+    guarded = isinstance(protocol, GuardedRequestHandler)
+    if guarded:
+        protocol._distcache_in_request = True  # type: ignore[union-attr]
     rate_headers: dict[str, str] | None = None
     try:
         if access == API:
@@ -113,8 +116,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         log.exception("internal error on %s %s", request.method, request.path)
         response = json_error(500, "internal_error", "internal error; see the node's log")
     finally:
-        protocol._distcache_in_request = False  # type: ignore[union-attr]
-        protocol._distcache_pending_since = None  # type: ignore[union-attr]
+        if guarded:
+            protocol._distcache_in_request = False  # type: ignore[union-attr]
+            protocol._distcache_pending_since = None  # type: ignore[union-attr]
     if rate_headers is not None and response.status != 429:
         response.headers.update(rate_headers)
     body = getattr(response, "body", None)

@@ -33,7 +33,7 @@ def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
-class _GuardedRequestHandler(RequestHandler):
+class GuardedRequestHandler(RequestHandler):
     """Notes when a request's first bytes arrive so a sweeper can drop clients that never
     finish sending their headers (slowloris). The middleware clears the mark."""
 
@@ -70,7 +70,7 @@ class _GuardedServer(Server):
     def __call__(self) -> Any:
         if len(self._connections) >= self.max_connections:
             return _Refuse503()
-        return _GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+        return GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
 
     def sweep_slow_clients(self, read_timeout: float) -> int:
         deadline = time.monotonic() - read_timeout

@@ -1,0 +1,121 @@
+"""Shared fixtures. Tiers are markers, assigned by folder:
+
+- tests/unit     -> unit     (in-process, no sockets)
+- tests/http     -> http     (a real node app on a real loopback socket)
+- tests/cluster  -> cluster  (several real node processes on loopback)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from distcache_node.app import create_app
+from distcache_node.config import NodeConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key"
+_TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT).parts
+        if len(parts) > 2 and parts[0] == "tests" and parts[1] in _TIER_BY_FOLDER:
+            item.add_marker(getattr(pytest.mark, _TIER_BY_FOLDER[parts[1]]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def make_config() -> Callable[..., NodeConfig]:
+    def make(**overrides: Any) -> NodeConfig:
+        values: dict[str, Any] = {"api_key": API_KEY, "max_memory": 64 * 1024**2}
+        values.update(overrides)
+        return NodeConfig(**values).validate()
+
+    return make
+
+
+@pytest.fixture
+async def node_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Starts real node apps on loopback sockets; yields a factory returning base URLs."""
+    servers: list[TestServer] = []
+
+    async def start(config: NodeConfig | None = None, **overrides: Any) -> str:
+        if config is None:
+            values: dict[str, Any] = {"api_key": API_KEY, "max_memory": 64 * 1024**2}
+            values.update(overrides)
+            config = NodeConfig(**values).validate()
+        server = TestServer(create_app(config), host="127.0.0.1", port=free_port())
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def node_url(node_factory: Callable[..., Any]) -> str:
+    url: str = await node_factory()
+    return url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session that sends the test API key unless a test overrides the header."""
+    async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as session:
+        yield session
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def node_process() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
+    """Starts `distcache-node` as a real process; stopped (by PID) after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+        port = port or free_port()
+        cmd = [sys.executable, "-m", "distcache_node.cli", "--port", str(port), *args]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/healthz")
+        return proc, url
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
