@@ -41,7 +41,8 @@ async def active_expiry(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(client_max_size=config.body_limit)
-    store = Store(config.max_memory)
+    clustered = bool(config.ring_file or config.advertise_url)
+    store = Store(config.max_memory, track_versions=clustered)
     app[CONFIG] = config
     app[STORE] = store
     app[METRICS] = NodeMetrics(store)
@@ -49,7 +50,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CLUSTER] = None
     app[BACKEND] = LocalBackend(store)
     app[RATE_LIMITER] = None
-    if config.ring_file or config.advertise_url:
+    if clustered:
         from distcache_node.cluster.node import setup_cluster
 
         setup_cluster(app)

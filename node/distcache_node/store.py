@@ -37,12 +37,18 @@ def entry_size(key: str, value: bytes) -> int:
 
 
 class Store:
-    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_bytes: int, clock: Callable[[], float] = time.monotonic,
+        track_versions: bool = False,
+    ) -> None:
         self.max_bytes = max_bytes
         self.clock = clock
         self._data: OrderedDict[str, bytes] = OrderedDict()
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        # Cluster mode: the write version of each key, so replicas and migrations apply
+        # only newer data (last writer wins) whatever order the messages arrive in.
+        self._versions: dict[str, int] | None = {} if track_versions else None
         self.bytes_used = 0
         self.evictions = 0
         self.expirations = 0
@@ -82,7 +88,9 @@ class Store:
             return None
         return value, self.ttl(key) if self._deadlines else None
 
-    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+    def set(
+        self, key: str, value: bytes, ttl: float | None = None, version: int = 0
+    ) -> None:
         """Store a value; ttl in seconds (None: no expiry). Evicts LRU entries to make room."""
         size = entry_size(key, value)
         if size > self.max_bytes:
@@ -99,8 +107,24 @@ class Store:
             deadline = self.clock() + ttl
             self._deadlines[key] = deadline
             heapq.heappush(self._heap, (deadline, key))
+        if self._versions is not None:
+            self._versions[key] = version
         if self.bytes_used > self.max_bytes:
             self._evict()
+
+    def version(self, key: str) -> int:
+        """Write version of a present key (0 when untracked or absent)."""
+        if self._versions is None or self.get(key) is None:
+            return 0
+        return self._versions.get(key, 0)
+
+    def apply(self, key: str, value: bytes, ttl: float | None, version: int) -> bool:
+        """Set only when `version` is newer than what is held: replication and migration
+        messages may arrive late or twice, and must never undo a newer write."""
+        if self.get(key) is not None and self.version(key) >= version:
+            return False
+        self.set(key, value, ttl, version)
+        return True
 
     def delete(self, key: str) -> bool:
         if key not in self._data:
@@ -110,7 +134,9 @@ class Store:
             self._remove(key)
         return not expired
 
-    def incr(self, key: str, delta: int, ttl: float | None = None) -> int:
+    def incr(
+        self, key: str, delta: int, ttl: float | None = None, version: int = 0
+    ) -> int:
         """Add delta to an integer value (absent counts as 0). ttl applies when the key is new;
         an existing key keeps its expiry, as Redis INCR does."""
         current = self.get(key)
@@ -125,7 +151,7 @@ class Store:
             ttl = self.ttl(key)
         if not INT64_MIN <= number <= INT64_MAX:
             raise NotAnInteger("increment would overflow a 64-bit integer")
-        self.set(key, str(number).encode(), ttl)
+        self.set(key, str(number).encode(), ttl, version)
         return number
 
     def expire_due(self, limit: int = 10_000) -> int:
@@ -151,12 +177,20 @@ class Store:
         """Snapshot of live entries (key, value, remaining ttl), oldest first; safe to mutate
         the store while iterating."""
         now = self.clock()
-        for key, value in list(self._data.items()):
-            deadline = self._deadlines.get(key)
+        # Deadlines go into the snapshot too: a key deleted or overwritten while the caller
+        # iterates must not come out with ttl None (never expires).
+        deadlines = self._deadlines
+        snapshot = [(key, value, deadlines.get(key)) for key, value in self._data.items()]
+        for key, value, deadline in snapshot:
             if deadline is None:
                 yield key, value, None
             elif deadline > now:
                 yield key, value, deadline - now
+
+    def entries(self) -> list[tuple[str, bytes, float | None, int]]:
+        """Snapshot of live entries with their versions: what migration streams."""
+        versions = self._versions or {}
+        return [(k, v, ttl, versions.get(k, 0)) for k, v, ttl in self.items()]
 
     def keys(self) -> list[str]:
         return list(self._data)
@@ -165,17 +199,23 @@ class Store:
         self._data.clear()
         self._deadlines.clear()
         self._heap.clear()
+        if self._versions is not None:
+            self._versions.clear()
         self.bytes_used = 0
 
     def _remove(self, key: str) -> None:
         value = self._data.pop(key)
         self._deadlines.pop(key, None)
+        if self._versions is not None:
+            self._versions.pop(key, None)
         self.bytes_used -= entry_size(key, value)
 
     def _evict(self) -> None:
         while self.bytes_used > self.max_bytes and self._data:
             key, value = self._data.popitem(last=False)
             self._deadlines.pop(key, None)
+            if self._versions is not None:
+                self._versions.pop(key, None)
             self.bytes_used -= entry_size(key, value)
             self.evictions += 1
             if self.on_drop is not None:

@@ -1,0 +1,1 @@
+"""Clustering: ring placement, peers, membership, replication and migration."""

@@ -1,0 +1,112 @@
+"""Failure detection by heartbeats.
+
+Each node pings every peer about once a second, all pings concurrently so one slow peer
+never delays the verdict on the others. A refused connection is proof of death (the port
+is closed), so the peer is routed around at once; silence only counts after a suspicion
+window, so a briefly slow node is not accused. Dead peers are probed with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distcache_node.cluster.peers import PeerClient, PeerError
+
+log = logging.getLogger("distcache.membership")
+
+
+@dataclass
+class PeerHealth:
+    alive: bool = True  # optimistic at start: a write to a dead peer fails over anyway
+    ready: bool = True
+    boot_id: str = ""
+    ring_version: int = -1
+    last_ok: float = field(default_factory=time.monotonic)
+    failures: int = 0
+    next_probe: float = 0.0
+    last_error: str = ""
+
+
+class Membership:
+    def __init__(
+        self,
+        interval: float = 1.0,
+        suspect_after: float = 2.5,
+        on_change: Callable[[str, PeerHealth, PeerHealth], None] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.suspect_after = suspect_after
+        self.health: dict[str, PeerHealth] = {}
+        self.on_change = on_change
+
+    def sync_peers(self, peer_ids: set[str]) -> None:
+        for peer_id in list(self.health):
+            if peer_id not in peer_ids:
+                del self.health[peer_id]
+        for peer_id in peer_ids:
+            self.health.setdefault(peer_id, PeerHealth())
+
+    def is_alive(self, peer_id: str) -> bool:
+        health = self.health.get(peer_id)
+        return health is None or health.alive
+
+    def is_ready(self, peer_id: str) -> bool:
+        health = self.health.get(peer_id)
+        return health is None or (health.alive and health.ready)
+
+    def report_failure(self, peer_id: str, error: PeerError) -> None:
+        """Called by the data path: an unreachable peer is routed around immediately."""
+        health = self.health.get(peer_id)
+        if health is not None and error.unreachable:
+            self._mark_dead(peer_id, health, str(error))
+
+    def _mark_dead(self, peer_id: str, health: PeerHealth, reason: str) -> None:
+        health.failures += 1
+        health.last_error = reason
+        backoff = min(self.interval * 2 ** min(health.failures - 1, 4), 2.0)
+        health.next_probe = time.monotonic() + backoff
+        if health.alive:
+            before = PeerHealth(**vars(health))
+            health.alive = False
+            log.warning("peer %s is down: %s", peer_id, reason)
+            if self.on_change:
+                self.on_change(peer_id, before, health)
+
+    async def probe(self, peer: PeerClient) -> None:
+        health = self.health.get(peer.id)
+        if health is None:
+            return
+        now = time.monotonic()
+        if not health.alive and now < health.next_probe:
+            return
+        try:
+            info: dict[str, Any] = await peer.ping(timeout=max(self.interval, 0.5))
+        except PeerError as exc:
+            refused = isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc)
+            if refused or time.monotonic() - health.last_ok > self.suspect_after:
+                self._mark_dead(peer.id, health, str(exc))
+            return
+        before = PeerHealth(**vars(health))
+        health.alive = True
+        health.ready = bool(info.get("ready"))
+        health.boot_id = str(info.get("boot_id", ""))
+        health.ring_version = int(info.get("ring_version", -1))
+        health.last_ok = time.monotonic()
+        health.failures = 0
+        if self.on_change and (before.alive, before.ready, before.boot_id) != (
+            health.alive, health.ready, health.boot_id
+        ):
+            self.on_change(peer.id, before, health)
+
+    async def run(self, peers: Callable[[], list[PeerClient]]) -> None:
+        while True:
+            started = time.monotonic()
+            clients = peers()
+            if clients:
+                await asyncio.gather(*(self.probe(p) for p in clients))
+            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))

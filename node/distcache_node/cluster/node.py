@@ -1,0 +1,309 @@
+"""A node's view of the cluster: the ring it follows, its peers and their health, and the
+local operations peers call. Wires the cluster into the app (setup_cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, PEER_CHECK, READY, STORE
+from distcache_node.cluster.membership import Membership, PeerHealth
+from distcache_node.cluster.migration import Migration
+from distcache_node.cluster.peers import (
+    SECRET_HEADER, PeerClient, PeerError, WireEntry, client_ssl_context, make_session,
+)
+from distcache_node.cluster.replication import VersionClock
+from distcache_node.cluster.ring import Ring, RingDoc, RingError
+from distcache_node.config import NodeConfig
+from distcache_node.errors import ApiError
+from distcache_node.middlewares import api_key_of
+from distcache_node.store import Store
+
+log = logging.getLogger("distcache.cluster")
+TOMBSTONE_SECONDS = 300.0  # how long a delete outvotes an older copy still in migration
+RING_SETTLE = 30.0  # seconds after a ring change in which late writes may use the old ring
+
+
+class ClusterNode:
+    def __init__(self, config: NodeConfig, store: Store, ready: dict[str, object]) -> None:
+        self.config = config
+        self.store = store
+        self.ready_state = ready
+        self.id = config.node_id or config.advertise_url or f"{config.host}:{config.port}"
+        self.url = (config.advertise_url or f"{config.scheme}://{config.host}:{config.port}")
+        self.boot_id = uuid.uuid4().hex
+        self.clock = VersionClock(self.id)
+        self.doc = RingDoc(version=0, replication=config.replication, members=())
+        self.target = Ring([], config.replication)
+        self.previous = Ring([], config.replication)
+        self.peers: dict[str, PeerClient] = {}
+        self.membership = Membership(config.heartbeat_interval, config.suspect_after,
+                                     on_change=self._peer_changed)
+        self.migration = Migration(self)
+        self.tombstones: dict[str, tuple[int, float]] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.ring_changed_at = time.monotonic()
+
+    # -- readiness ---------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return bool(self.ready_state["ready"])
+
+    def set_ready(self, ready: bool, reason: str) -> None:
+        self.ready_state["ready"] = ready
+        self.ready_state["reason"] = reason
+
+    # -- ring --------------------------------------------------------------------------------
+    def update_ring(self, doc: RingDoc, source: str) -> bool:
+        """Adopt a newer ring; an older or equal version never replaces the one we have."""
+        if doc.version <= self.doc.version and self.doc.members:
+            return False
+        old = self.doc
+        self.doc = doc
+        self.target = doc.target()
+        self.previous = doc.previous()
+        for member in doc.members:
+            client = self.peers.get(member.id)
+            if member.id != self.id and (client is None or client.url != member.url):
+                assert self.session is not None
+                self.peers[member.id] = PeerClient(member.id, member.url, self.session)
+        for peer_id in [p for p in self.peers if doc.member(p) is None]:
+            del self.peers[peer_id]
+        self.membership.sync_peers(set(self.peers))
+        log.info("ring v%d -> v%d from %s: %s", old.version, doc.version, source,
+                 ", ".join(f"{m.id}({m.state})" for m in doc.members))
+        self.ring_changed_at = time.monotonic()
+        self.migration.wake()
+        return True
+
+    def is_alive(self, member: str) -> bool:
+        return member == self.id or self.membership.is_alive(member)
+
+    def is_ready(self, member: str) -> bool:
+        return self.ready if member == self.id else self.membership.is_ready(member)
+
+    def live_owners(self, key: str, ready_only: bool = False) -> list[str]:
+        """The first R members clockwise from the key that are up: the natural owners when
+        all are alive, the next ones along the ring in place of a dead one (sloppy quorum)."""
+        check = self.is_ready if ready_only else self.is_alive
+        owners: list[str] = []
+        want = min(self.doc.replication, len(self.target))
+        for member in self.target.preference(key):
+            if check(member):
+                owners.append(member)
+                if len(owners) == want:
+                    break
+        return owners
+
+    def read_candidates(self, key: str) -> list[str]:
+        candidates = self.live_owners(key, ready_only=True)
+        if self.doc.in_transition:
+            # While keys move, the old owners still hold what has not moved yet.
+            for member in self.previous.owners(key):
+                if member not in candidates and self.is_alive(member):
+                    candidates.append(member)
+        return candidates
+
+    def peer(self, member: str) -> PeerClient:
+        client = self.peers.get(member)
+        if client is None:
+            raise PeerError(member, "not a member of the ring")
+        return client
+
+    def report(self, error: PeerError) -> None:
+        self.membership.report_failure(error.peer, error)
+
+    def _peer_changed(self, peer_id: str, before: PeerHealth, after: PeerHealth) -> None:
+        if after.alive and not before.alive and after.boot_id == before.boot_id:
+            # Same process back after a suspicion: it may have missed writes. Restarted
+            # processes (new boot id) refill themselves before they report ready.
+            self.migration.sync_to(peer_id)
+        if after.alive and before.alive is False:
+            self.migration.wake()
+
+    # -- local operations (this node's share; called for itself and by peers) -----------------
+    def local_get(self, keys: list[str]) -> list[WireEntry]:
+        out: list[WireEntry] = []
+        store = self.store
+        for key in keys:
+            entry = store.get_with_ttl(key)
+            if entry is not None:
+                out.append((key, entry[0], entry[1], store.version(key)))
+        return out
+
+    def local_apply(
+        self, entries: list[WireEntry], deletes: list[tuple[str, int]]
+    ) -> tuple[int, list[str]]:
+        applied, deleted = 0, []
+        now = time.monotonic()
+        tombstones, store = self.tombstones, self.store
+        for key, version in deletes:
+            tombstones[key] = (max(version, tombstones.get(key, (0, 0))[0]),
+                               now + TOMBSTONE_SECONDS)
+            if store.version(key) < version and store.delete(key):
+                deleted.append(key)
+        for key, value, ttl, version in entries:
+            stone = tombstones.get(key)
+            if stone is not None and stone[0] >= version:
+                continue
+            if store.apply(key, value, ttl, version):
+                applied += 1
+        if entries and (self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE):
+            # A coordinator still on the old ring may write to an owner that is no longer
+            # one: let the migration hand such keys on.
+            if any(self.id not in self.target.owners(e[0]) for e in entries):
+                self.migration.wake()
+        return applied, deleted
+
+    def local_incr(self, key: str, delta: int, ttl: float | None) -> WireEntry:
+        version = self.clock.next()
+        value = self.store.incr(key, delta, ttl, version)
+        return key, str(value).encode(), self.store.ttl(key), version
+
+    def prune_tombstones(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, until) in self.tombstones.items() if until < now]:
+            del self.tombstones[key]
+
+    def status(self) -> dict[str, object]:
+        peers = {
+            peer_id: {
+                "url": self.peers[peer_id].url,
+                "alive": h.alive, "ready": h.ready, "ring_version": h.ring_version,
+                "seconds_since_ok": round(time.monotonic() - h.last_ok, 2),
+                "last_error": h.last_error,
+            }
+            for peer_id, h in self.membership.health.items() if peer_id in self.peers
+        }
+        me = self.doc.member(self.id)
+        return {
+            "id": self.id, "url": self.url, "state": me.state if me else "detached",
+            "ready": self.ready, "reason": self.ready_state["reason"],
+            "ring_version": self.doc.version, "replication": self.doc.replication,
+            "keys": len(self.store), "bytes_used": self.store.bytes_used,
+            "peers": peers, "migration": self.migration.progress(),
+        }
+
+    # -- background work ---------------------------------------------------------------------
+    async def refill(self) -> None:
+        """A member restarted empty takes back its share from peers before it is ready."""
+        me = self.doc.member(self.id)
+        if me is None or me.state != "active" or not self.peers:
+            self.set_ready(True, "no share to take back")
+            return
+        self.set_ready(False, "refilling from peers")
+        total = 0
+        for peer in list(self.peers.values()):
+            try:
+                async for batch in peer.export(self.id, self.doc.version):
+                    total += self.local_apply(batch, [])[0]
+            except PeerError as exc:
+                log.warning("refill: skipping %s: %s", peer.id, exc)
+        log.info("refill: took back %d keys", total)
+        self.set_ready(True, f"refilled {total} keys")
+
+    async def watch_ring_file(self, path: Path, every: float = 0.5) -> None:
+        """ConfigMaps arrive as a mounted file swapped atomically: poll its identity."""
+        seen: tuple[int, int, int] | None = None
+        while True:
+            try:
+                st = path.stat()
+                ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if ident != seen:
+                    seen = ident
+                    self.update_ring(RingDoc.from_json(orjson.loads(path.read_bytes())),
+                                     f"file {path}")
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, RingError) as exc:
+                log.error("ring file %s unusable, keeping v%d: %s", path, self.doc.version, exc)
+            await asyncio.sleep(every)
+
+    async def gossip_rings(self) -> None:
+        """Pull a newer ring from any peer that has one, so a missed push still converges."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            for peer_id, health in list(self.membership.health.items()):
+                if health.alive and health.ring_version > self.doc.version:
+                    with contextlib.suppress(PeerError, RingError):
+                        doc = RingDoc.from_json(await self.peer(peer_id).get_ring())
+                        self.update_ring(doc, f"peer {peer_id}")
+            self.prune_tombstones()
+
+
+def peer_check(app: web.Application, node: ClusterNode) -> None:
+    config = app[CONFIG]
+
+    def check(request: web.Request) -> None:
+        if config.tls_ca and request.transport is not None:
+            if request.transport.get_extra_info("peercert"):
+                return  # verified by the TLS layer against the cluster CA
+        given = request.headers.get(SECRET_HEADER)
+        if config.cluster_secret and given is not None and hmac.compare_digest(
+            given.encode(), config.cluster_secret.encode()
+        ):
+            return
+        # Read-only views are for users and clients too, with the data API key.
+        if request.method == "GET" and request.path in ("/cluster/ring", "/cluster/status"):
+            key = api_key_of(request)
+            if not config.api_key or (key and hmac.compare_digest(key.encode(),
+                                                                    config.api_key.encode())):
+                return
+        raise ApiError(403, "forbidden", "cluster endpoints accept only peers "
+                       "(a peer certificate or the cluster secret)")
+
+    app[PEER_CHECK] = check
+
+
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    node: ClusterNode = app[CLUSTER]
+    config = node.config
+    ssl_ctx = (client_ssl_context(config.tls_cert, config.tls_key, config.tls_ca)
+               if config.tls_enabled else None)
+    node.session = make_session(config.cluster_secret, ssl_ctx)
+    tasks = []
+    if config.ring_file:
+        path = Path(config.ring_file)
+        if path.exists():
+            with contextlib.suppress(ValueError, RingError, OSError):
+                node.update_ring(RingDoc.from_json(orjson.loads(path.read_bytes())), "file")
+        tasks.append(asyncio.create_task(node.watch_ring_file(path), name="ring-file"))
+    node.migration.placed_version = node.doc.version  # a fresh start has nothing misplaced
+    tasks.append(asyncio.create_task(
+        node.membership.run(lambda: list(node.peers.values())), name="heartbeats"))
+    tasks.append(asyncio.create_task(node.gossip_rings(), name="ring-gossip"))
+    tasks.append(asyncio.create_task(node.migration.run(), name="migration"))
+    tasks.append(asyncio.create_task(node.refill(), name="refill"))
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await node.session.close()
+
+
+def setup_cluster(app: web.Application) -> None:
+    from distcache_node.cluster.router import ClusterRouter
+    from distcache_node.cluster.routes import setup_cluster_routes
+
+    config = app[CONFIG]
+    if not (config.cluster_secret or config.tls_ca):
+        raise SystemExit("clustering needs --cluster-secret or mutual TLS (--tls-ca)")
+    node = ClusterNode(config, app[STORE], app[READY])
+    node.set_ready(False, "starting")
+    app[CLUSTER] = node
+    app[BACKEND] = ClusterRouter(node)
+    peer_check(app, node)
+    setup_cluster_routes(app)
+    app.cleanup_ctx.append(_cluster_ctx)

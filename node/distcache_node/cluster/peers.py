@@ -1,0 +1,155 @@
+"""The seam between a node and its peers: one client per peer over pooled keep-alive
+connections (one TLS handshake per connection, not per request), and the wire format.
+
+Entries travel as [key, value, ttl, version] with the value spliced in as the stored JSON
+bytes, so forwarding never re-encodes what it does not need to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import aiohttp
+import orjson
+
+WireEntry = tuple[str, bytes, float | None, int]  # key, JSON value bytes, ttl, version
+SECRET_HEADER = "X-DistCache-Cluster-Secret"
+
+
+class PeerError(Exception):
+    """A peer could not be reached or answered with an error."""
+
+    def __init__(self, peer: str, message: str, unreachable: bool = True) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer
+        self.unreachable = unreachable
+
+
+def encode_entries(entries: Iterable[WireEntry]) -> bytes:
+    dumps = orjson.dumps
+    return b",".join(
+        b"[%b,%b,%b,%d]" % (dumps(k), v, b"null" if t is None else dumps(t), ver)
+        for k, v, t, ver in entries
+    )
+
+
+def decode_entries(raw: list[Any]) -> list[WireEntry]:
+    """Inverse of encode_entries after orjson.loads; raises ValueError on a bad shape."""
+    out: list[WireEntry] = []
+    dumps = orjson.dumps
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 4:
+            raise ValueError("entry must be [key, value, ttl, version]")
+        key, value, ttl, version = item
+        if not isinstance(key, str) or not isinstance(version, int):
+            raise ValueError("entry key must be a string and version an integer")
+        if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
+            continue  # expired in flight: nothing to store
+        out.append((key, dumps(value), None if ttl is None else float(ttl), version))
+    return out
+
+
+class PeerClient:
+    def __init__(
+        self, peer_id: str, url: str, session: aiohttp.ClientSession, timeout: float = 5.0
+    ) -> None:
+        self.id = peer_id
+        self.url = url
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 2.0))
+
+    async def _call(
+        self, method: str, path: str, body: bytes | None = None, timeout: float | None = None
+    ) -> Any:
+        client_timeout = self.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self.session.request(
+                method, self.url + path, data=body, timeout=client_timeout,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    # A 4xx/5xx means the peer is alive: only transport failures suspect it.
+                    raise PeerError(self.id, f"{method} {path} -> {resp.status}: "
+                                    f"{raw[:200].decode(errors='replace')}", unreachable=False)
+                return orjson.loads(raw) if raw else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+            raise PeerError(self.id, f"{method} {path}: {exc!r}") from exc
+
+    async def ping(self, timeout: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/cluster/ping", timeout=timeout)
+        return result
+
+    async def get_ring(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/cluster/ring")
+        return result
+
+    async def put_ring(self, doc: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("PUT", "/cluster/ring", orjson.dumps(doc))
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/cluster/status")
+        return result
+
+    async def drain(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("POST", "/cluster/drain", b"{}")
+        return result
+
+    async def get_many(self, keys: list[str]) -> list[WireEntry]:
+        result = await self._call("POST", "/cluster/get", orjson.dumps({"keys": keys}))
+        return decode_entries(result["entries"])
+
+    async def apply(
+        self, entries: Iterable[WireEntry] = (), deletes: Iterable[tuple[str, int]] = ()
+    ) -> dict[str, Any]:
+        body = b'{"entries":[%b],"deletes":%b}' % (
+            encode_entries(entries), orjson.dumps(list(deletes)),
+        )
+        result: dict[str, Any] = await self._call("POST", "/cluster/apply", body)
+        return result
+
+    async def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        body = orjson.dumps({"key": key, "delta": delta, "ttl": ttl})
+        result = await self._call("POST", "/cluster/incr", body)
+        return int(result["value"])
+
+    async def export(self, owner: str, ring_version: int) -> AsyncIterator[list[WireEntry]]:
+        """Entries this peer holds that `owner` should hold: a restarted node's refill."""
+        body = orjson.dumps({"owner": owner, "ring_version": ring_version})
+        try:
+            async with self.session.post(
+                self.url + "/cluster/export", data=body,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=30),
+            ) as resp:
+                if resp.status >= 400:
+                    raise PeerError(self.id, f"export -> {resp.status}", unreachable=False)
+                async for line in resp.content:
+                    if line.strip():
+                        yield decode_entries(orjson.loads(line))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+            raise PeerError(self.id, f"export: {exc!r}") from exc
+
+
+def client_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """Mutual TLS towards peers: present our certificate, trust only the cluster CA."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def make_session(
+    secret: str, ssl_context: ssl.SSLContext | None, limit_per_host: int = 64
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=limit_per_host, ssl=ssl_context if ssl_context else False,
+        keepalive_timeout=60, enable_cleanup_closed=True,
+    )
+    headers = {SECRET_HEADER: secret} if secret else {}
+    # Raw bytes in and out: peers exchange already-encoded JSON.
+    return aiohttp.ClientSession(connector=connector, headers=headers, auto_decompress=True,
+                                 json_serialize=lambda o: orjson.dumps(o).decode())

@@ -1,0 +1,195 @@
+"""The cluster's Backend: places each key on the ring, reads from the first ready owner with
+fail-over, and writes to every live owner before acknowledging."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable
+
+from distcache_node.backend import Entry, Item
+from distcache_node.cluster.node import ClusterNode
+from distcache_node.cluster.peers import PeerError, WireEntry
+from distcache_node.cluster.replication import required_acks
+from distcache_node.errors import ApiError
+
+MAX_ROUNDS = 4  # write fan-out rounds: each replaces owners that failed in the last
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, "unavailable", message, {"Retry-After": "1"})
+
+
+class ClusterRouter:
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def _fetch(self, member: str, keys: list[str]) -> list[WireEntry]:
+        if member == self.node.id:
+            return self.node.local_get(keys)
+        return await self.node.peer(member).get_many(keys)
+
+    async def read_many(self, keys: list[str]) -> dict[str, WireEntry]:
+        """Ask each key's first ready owner; on a failure ask the next one, and while keys
+        move, take a miss to the old owners too. A key no owner could answer for is a 503,
+        never a false 'not found'."""
+        node = self.node
+        found: dict[str, WireEntry] = {}
+        answered: set[str] = set()
+        candidates = {key: node.read_candidates(key) for key in keys}
+        step = dict.fromkeys(keys, 0)
+        pending = list(keys)
+        while pending:
+            plan: dict[str, list[str]] = defaultdict(list)
+            for key in pending:
+                if step[key] < len(candidates[key]):
+                    plan[candidates[key][step[key]]].append(key)
+            if not plan:
+                break
+            members = list(plan)
+            results = await asyncio.gather(
+                *(self._fetch(m, plan[m]) for m in members), return_exceptions=True
+            )
+            pending = []
+            for member, result in zip(members, results, strict=True):
+                asked = plan[member]
+                if isinstance(result, BaseException):
+                    if not isinstance(result, PeerError):
+                        raise result
+                    node.report(result)
+                    retry = asked
+                else:
+                    answered.update(asked)
+                    for entry in result:
+                        found[entry[0]] = entry
+                    retry = [k for k in asked if k not in found] if node.doc.in_transition else []
+                for key in retry:
+                    step[key] += 1
+                    pending.append(key)
+        if any(k not in found and k not in answered for k in keys):
+            raise _unavailable("no live owner answered for some keys; retry")
+        return found
+
+    async def get(self, key: str) -> Entry | None:
+        entry = (await self.read_many([key])).get(key)
+        return None if entry is None else (entry[1], entry[2])
+
+    async def mget(self, keys: list[str]) -> dict[str, Entry]:
+        found = await self.read_many(keys)
+        return {k: (e[1], e[2]) for k, e in found.items()}
+
+    # -- writes --------------------------------------------------------------------------------
+    async def _apply(
+        self, member: str, entries: list[WireEntry], deletes: list[tuple[str, int]]
+    ) -> list[str]:
+        if member == self.node.id:
+            return self.node.local_apply(entries, deletes)[1]
+        result = await self.node.peer(member).apply(entries, deletes)
+        return list(result.get("deleted", []))
+
+    async def replicate(
+        self,
+        entries: list[WireEntry],
+        deletes: list[tuple[str, int]] = (),  # type: ignore[assignment]
+        already: dict[str, set[str]] | None = None,
+    ) -> set[str]:
+        """Send writes to every live owner (replacing owners that fail), and raise 503 unless
+        each key reached its quorum. Returns the keys some owner actually deleted."""
+        node, config = self.node, self.node.config
+        by_key_entry = {e[0]: e for e in entries}
+        by_key_delete = dict(deletes)
+        keys = list(by_key_entry) + [k for k in by_key_delete if k not in by_key_entry]
+        acked: dict[str, set[str]] = {k: set((already or {}).get(k, ())) for k in keys}
+        deleted: set[str] = set()
+        extra = {}
+        if deletes and node.doc.in_transition:
+            # Old owners may still hold a copy in migration: delete it there too.
+            extra = {k: [m for m in node.previous.owners(k) if node.is_alive(m)]
+                     for k in by_key_delete}
+        for _ in range(MAX_ROUNDS):
+            plan_e: dict[str, list[WireEntry]] = defaultdict(list)
+            plan_d: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            for key in keys:
+                targets = node.live_owners(key) + extra.get(key, [])
+                for member in dict.fromkeys(targets):
+                    if member in acked[key]:
+                        continue
+                    if key in by_key_entry:
+                        plan_e[member].append(by_key_entry[key])
+                    else:
+                        plan_d[member].append((key, by_key_delete[key]))
+            members = list(dict.fromkeys([*plan_e, *plan_d]))
+            if not members:
+                break
+            calls: list[Awaitable[list[str]]] = [
+                self._apply(m, plan_e.get(m, []), plan_d.get(m, [])) for m in members
+            ]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for member, result in zip(members, results, strict=True):
+                if isinstance(result, PeerError):
+                    node.report(result)
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                deleted.update(result)
+                for entry in plan_e.get(member, []):
+                    acked[entry[0]].add(member)
+                for key, _ in plan_d.get(member, []):
+                    acked[key].add(member)
+        for key in keys:
+            owners = node.live_owners(key)
+            replication = min(node.doc.replication, len(node.target))
+            need = required_acks(replication, config.write_quorum, len(owners))
+            have = len(acked[key] & set(owners)) if config.write_quorum <= 0 else len(acked[key])
+            if have < need:
+                raise _unavailable(
+                    f"write of {key!r} reached {have} of {need} replicas needed; not stored"
+                )
+        return deleted
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        await self.replicate([(key, value, ttl, self.node.clock.next())])
+
+    async def mset(self, items: list[Item]) -> int:
+        clock = self.node.clock
+        # Last item wins for a key repeated in one batch, as if applied in order.
+        latest = {key: (key, value, ttl, clock.next()) for key, value, ttl in items}
+        await self.replicate(list(latest.values()))
+        return len(items)
+
+    async def delete(self, key: str) -> bool:
+        deleted = await self.replicate([], [(key, self.node.clock.next())])
+        return key in deleted
+
+    # -- incr: serialised on the key's primary ------------------------------------------------
+    async def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        node = self.node
+        for _ in range(MAX_ROUNDS):
+            owners = node.live_owners(key)
+            if not owners:
+                break
+            if owners[0] == node.id:
+                return await self.incr_as_primary(key, delta, ttl)
+            try:
+                return await node.peer(owners[0]).incr(key, delta, ttl)
+            except PeerError as exc:
+                if not exc.unreachable:
+                    raise _unavailable(f"incr on {exc.peer} failed: {exc}") from None
+                node.report(exc)
+        raise _unavailable("no live owner for this key")
+
+    async def incr_as_primary(self, key: str, delta: int, ttl: float | None) -> int:
+        node = self.node
+        if node.doc.in_transition and node.store.get(key) is None:
+            # The counter may not have moved here yet: take it from an old owner first.
+            for member in node.previous.owners(key):
+                if member != node.id and node.is_alive(member):
+                    try:
+                        node.local_apply(await node.peer(member).get_many([key]), [])
+                        break
+                    except PeerError as exc:
+                        node.report(exc)
+        entry = node.local_incr(key, delta, ttl)
+        await self.replicate([entry], already={key: {node.id}})
+        return int(entry[1])

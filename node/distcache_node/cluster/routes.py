@@ -1,0 +1,144 @@
+"""Internal endpoints under /cluster/, for peers only (the middleware runs the peer check;
+GET /cluster/ring and /cluster/status also take the data API key)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from distcache_node.appkeys import CLUSTER
+from distcache_node.cluster.node import ClusterNode
+from distcache_node.cluster.peers import PeerError, decode_entries, encode_entries
+from distcache_node.cluster.ring import RingDoc, RingError
+from distcache_node.errors import ApiError, bad_request
+from distcache_node.handlers import read_json, validate_key, validate_ttl
+
+EXPORT_BATCH = 2000
+
+
+def _node(request: web.Request) -> ClusterNode:
+    node: ClusterNode = request.app[CLUSTER]
+    return node
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def handle_ping(request: web.Request) -> web.Response:
+    node = _node(request)
+    return _json({"id": node.id, "boot_id": node.boot_id, "ready": node.ready,
+                  "ring_version": node.doc.version})
+
+
+async def handle_get_ring(request: web.Request) -> web.Response:
+    return _json(_node(request).doc.to_json())
+
+
+async def handle_put_ring(request: web.Request) -> web.Response:
+    node = _node(request)
+    try:
+        doc = RingDoc.from_json(await read_json(request))
+    except RingError as exc:
+        raise bad_request(str(exc), "invalid_ring") from None
+    if not node.update_ring(doc, "push") and doc.version < node.doc.version:
+        raise ApiError(409, "stale_ring",
+                       f"ring v{doc.version} is older than this node's v{node.doc.version}")
+    return _json({"accepted": node.doc.version == doc.version, "version": node.doc.version})
+
+
+async def handle_status(request: web.Request) -> web.Response:
+    return _json(_node(request).status())
+
+
+def _keys(request: web.Request, body: dict[str, Any]) -> list[str]:
+    keys = body.get("keys")
+    if not isinstance(keys, list):
+        raise bad_request("'keys' must be a list")
+    return [validate_key(request, k, "keys[]") for k in keys]
+
+
+async def handle_get(request: web.Request) -> web.Response:
+    entries = _node(request).local_get(_keys(request, await read_json(request)))
+    return web.Response(body=b'{"entries":[%b]}' % encode_entries(entries),
+                        content_type="application/json")
+
+
+async def handle_apply(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    try:
+        entries = decode_entries(body.get("entries") or [])
+        deletes = [(str(k), int(v)) for k, v in body.get("deletes") or []]
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"bad apply batch: {exc}") from None
+    applied, deleted = _node(request).local_apply(entries, deletes)
+    return _json({"applied": applied, "deleted": deleted})
+
+
+async def handle_incr(request: web.Request) -> web.Response:
+    from distcache_node.appkeys import BACKEND
+    from distcache_node.cluster.router import ClusterRouter
+
+    body = await read_json(request)
+    key = validate_key(request, body.get("key"))
+    delta = body.get("delta", 1)
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise bad_request("'delta' must be an integer", "invalid_delta")
+    router = request.app[BACKEND]
+    assert isinstance(router, ClusterRouter)
+    value = await router.incr_as_primary(key, delta, validate_ttl(body.get("ttl")))
+    return _json({"value": value})
+
+
+async def handle_export(request: web.Request) -> web.StreamResponse:
+    """NDJSON: batches of the entries this node holds that `owner` should hold."""
+    node = _node(request)
+    owner = (await read_json(request)).get("owner")
+    if not isinstance(owner, str) or not owner:
+        raise bad_request("'owner' must be a member id")
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    batch = []
+    for entry in node.store.entries():
+        if owner in node.target.owners(entry[0]):
+            batch.append(entry)
+            if len(batch) >= EXPORT_BATCH:
+                await response.write(b"[%b]\n" % encode_entries(batch))
+                batch = []
+    if batch:
+        await response.write(b"[%b]\n" % encode_entries(batch))
+    await response.write_eof()
+    return response
+
+
+async def handle_drain(request: web.Request) -> web.Response:
+    """Put this node into `leaving`: it hands every key to the owners of the ring without it
+    and keeps serving until removed. Progress is in /cluster/status."""
+    node = _node(request)
+    me = node.doc.member(node.id)
+    if me is None:
+        raise ApiError(409, "not_a_member", "this node is not in the ring")
+    if me.state != "leaving":
+        doc = node.doc.with_state([node.id], "leaving")
+        node.update_ring(doc, "drain")
+        for peer in list(node.peers.values()):
+            with contextlib.suppress(PeerError):  # ring gossip converges the rest
+                await peer.put_ring(doc.to_json())
+    node.migration.wake()  # a second call re-checks for writes that landed late
+    return _json(node.status())
+
+
+def setup_cluster_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/cluster/ping", handle_ping)
+    r.add_get("/cluster/ring", handle_get_ring)
+    r.add_put("/cluster/ring", handle_put_ring)
+    r.add_get("/cluster/status", handle_status)
+    r.add_post("/cluster/get", handle_get)
+    r.add_post("/cluster/apply", handle_apply)
+    r.add_post("/cluster/incr", handle_incr)
+    r.add_post("/cluster/export", handle_export)
+    r.add_post("/cluster/drain", handle_drain)

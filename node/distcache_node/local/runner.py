@@ -1,0 +1,272 @@
+"""Local cluster runner: node processes on 127.0.0.1, their ring file and state in one folder.
+
+The folder (`--dir`, default .local) holds:
+  cluster.json  what the runner started: settings and each node's id, port, url and PID
+  ring.json     the ring document every node watches (the local stand-in for a ConfigMap)
+  tls/          CA and certificates when --tls is on
+  node-N.log    each node's output
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from distcache_node.cluster.coordinator import Coordinator
+from distcache_node.cluster.peers import PeerClient, client_ssl_context, make_session
+from distcache_node.cluster.ring import Member, RingDoc
+from distcache_node.local import certs
+
+
+@dataclass
+class NodeProc:
+    id: str
+    port: int
+    url: str
+    pid: int = 0
+
+
+@dataclass
+class ClusterState:
+    api_key: str
+    secret: str
+    replication: int
+    tls: bool
+    base_port: int
+    max_memory: str = "256MiB"
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState:
+        path = directory / "cluster.json"
+        if not path.exists():
+            raise SystemExit(f"no local cluster in {directory} (start one with `distcache local up`)")
+        data = json.loads(path.read_text())
+        data["nodes"] = [NodeProc(**n) for n in data["nodes"]]
+        return cls(**data)
+
+    def save(self, directory: Path) -> None:
+        _atomic_write(directory / "cluster.json", json.dumps(asdict(self), indent=2).encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class FileRingStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def load(self) -> RingDoc:
+        return RingDoc.from_json(orjson.loads(self.path.read_bytes()))
+
+    async def save(self, doc: RingDoc) -> None:
+        _atomic_write(self.path, orjson.dumps(doc.to_json(), option=orjson.OPT_INDENT_2))
+
+
+class LocalCluster:
+    def __init__(self, directory: Path, state: ClusterState) -> None:
+        self.dir = directory
+        self.state = state
+        self.ring_path = directory / "ring.json"
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: Path, base_port: int, api_key: str, replication: int,
+               tls: bool, max_memory: str) -> LocalCluster:
+        directory.mkdir(parents=True, exist_ok=True)
+        state = ClusterState(api_key=api_key, secret="" if tls else secrets.token_urlsafe(24),
+                             replication=replication, tls=tls, base_port=base_port,
+                             max_memory=max_memory)
+        cluster = cls(directory, state)
+        if tls:
+            certs.make_ca(cluster.tls_dir)
+            certs.make_cert(cluster.tls_dir, "coordinator", cluster.tls_dir)
+        return cluster
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.state.tls else "http"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.state.tls:
+            return None
+        return client_ssl_context(str(self.tls_dir / "coordinator.pem"),
+                                  str(self.tls_dir / "coordinator.key"),
+                                  str(self.tls_dir / "ca.pem"))
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session(self.state.secret, self.ssl_context())
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def client(self, member: Member) -> PeerClient:
+        return PeerClient(member.id, member.url, self.session(), timeout=10.0)
+
+    def coordinator(self, verbose: bool = True) -> Coordinator:
+        last: list[str] = []
+
+        def progress(phase: str, info: dict[str, Any]) -> None:
+            line = f"  ring v{info['version']}: " + ("; ".join(info["pending"]) or "settled")
+            if verbose and line != (last[0] if last else None):
+                print(line, flush=True)
+                last[:] = [line]
+
+        return Coordinator(FileRingStore(self.ring_path), self.client, on_progress=progress)
+
+    # -- processes -----------------------------------------------------------------------------
+    def _next_nodes(self, count: int) -> list[NodeProc]:
+        used = {int(n.id.rsplit("-", 1)[1]) for n in self.state.nodes}
+        out: list[NodeProc] = []
+        index = 0
+        while len(out) < count:
+            if index not in used:
+                port = self.state.base_port + index
+                out.append(NodeProc(f"node-{index}", port, f"{self.scheme}://127.0.0.1:{port}"))
+            index += 1
+        return out
+
+    def _command(self, node: NodeProc) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "distcache_node.cli",
+            "--host", "127.0.0.1", "--port", str(node.port), "--node-id", node.id,
+            "--advertise-url", node.url, "--ring-file", str(self.ring_path),
+            "--replication", str(self.state.replication), "--max-memory", self.state.max_memory,
+        ]
+        if self.state.api_key:
+            cmd += ["--api-key", self.state.api_key]
+        if self.state.secret:
+            cmd += ["--cluster-secret", self.state.secret]
+        if self.state.tls:
+            cert, key = certs.make_cert(self.tls_dir, node.id, self.tls_dir)
+            cmd += ["--tls-cert", str(cert), "--tls-key", str(key),
+                    "--tls-ca", str(self.tls_dir / "ca.pem")]
+        return cmd
+
+    def spawn(self, node: NodeProc) -> None:
+        log = open(self.dir / f"{node.id}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(self._command(node), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        node.pid = proc.pid
+
+    async def wait_ready(self, nodes: list[NodeProc], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        session = self.session()
+        for node in nodes:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                    async with session.get(node.url + "/readyz",
+                                           timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            break
+                if not _alive(node.pid):
+                    raise SystemExit(f"{node.id} exited; see {self.dir / (node.id + '.log')}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{node.id} not ready after {timeout:.0f}s")
+                await asyncio.sleep(0.1)
+
+    def stop(self, node: NodeProc, timeout: float = 15.0) -> None:
+        """SIGTERM by PID (a graceful stop), SIGKILL only if it does not exit in time."""
+        if not node.pid or not _alive(node.pid):
+            return
+        os.kill(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(node.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(node.pid):
+            os.kill(node.pid, signal.SIGKILL)
+
+    # -- commands ------------------------------------------------------------------------------
+    async def up(self, count: int) -> None:
+        nodes = self._next_nodes(count)
+        doc = RingDoc(1, self.state.replication,
+                      tuple(Member(n.id, n.url, "active") for n in nodes))
+        await FileRingStore(self.ring_path).save(doc)
+        for node in nodes:
+            self.spawn(node)
+        self.state.nodes = nodes
+        self.state.save(self.dir)
+        await self.wait_ready(nodes)
+
+    async def scale(self, count: int) -> None:
+        current = sorted(self.state.nodes, key=lambda n: int(n.id.rsplit("-", 1)[1]))
+        coordinator = self.coordinator()
+        if count > len(current):
+            new = self._next_nodes(count - len(current))
+            doc = await coordinator.store.load()
+            joining = doc.with_members([*doc.members, *(Member(n.id, n.url, "joining")
+                                                        for n in new)])
+            # The ring is written before the processes start, so they come up as members.
+            await coordinator.publish(joining)
+            for node in new:
+                self.spawn(node)
+            self.state.nodes = current + new
+            self.state.save(self.dir)
+            await self.wait_ready(new)
+            await coordinator.add_members([Member(n.id, n.url) for n in new])
+        elif count < len(current):
+            if count < 1:
+                raise SystemExit("a cluster needs at least one node; use Ctrl-C on `up` to stop")
+            gone = current[count:]
+            await coordinator.remove_members([n.id for n in gone])
+            for node in gone:
+                self.stop(node)
+            self.state.nodes = current[:count]
+            self.state.save(self.dir)
+
+    async def status(self) -> list[dict[str, Any]]:
+        doc = await FileRingStore(self.ring_path).load()
+        statuses = await self.coordinator(verbose=False).statuses(doc.members)
+        rows = []
+        for member in doc.members:
+            status = statuses.get(member.id)
+            rows.append({"id": member.id, "url": member.url, "state": member.state,
+                         "status": status})
+        return rows
+
+    def stop_all(self) -> None:
+        for node in self.state.nodes:
+            self.stop(node)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (started by another `distcache local` command)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
