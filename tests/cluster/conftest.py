@@ -1,0 +1,63 @@
+"""Local clusters of real `distcache-node` processes on loopback, driven by the same runner
+as `distcache local up` / `scale`."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from distcache_node.local.runner import LocalCluster
+
+API_KEY = "cluster-test-key"
+
+
+def free_port_range(count: int) -> int:
+    """A base port with `count` consecutive free ports after it."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+async def make_cluster(
+    tmp_path: Path,
+) -> AsyncIterator[Callable[..., Awaitable[LocalCluster]]]:
+    clusters: list[LocalCluster] = []
+
+    async def make(nodes: int = 3, replication: int = 2, tls: bool = False,
+                   **kwargs: Any) -> LocalCluster:
+        cluster = LocalCluster.create(tmp_path / f"cluster{len(clusters)}", free_port_range(12),
+                                      API_KEY, replication, tls, kwargs.get("max_memory",
+                                                                            "128MiB"))
+        clusters.append(cluster)
+        await cluster.up(nodes)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop_all()
+        await cluster.close()
+
+
+@pytest.fixture
+async def client_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as session:
+        yield session

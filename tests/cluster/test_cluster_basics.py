@@ -1,0 +1,88 @@
+"""Three real node processes: any node serves any key."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from distcache_node.local.runner import LocalCluster
+
+
+async def test_write_through_one_read_through_every_node(
+    make_cluster, client_session: aiohttp.ClientSession
+) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    urls = [n.url for n in cluster.state.nodes]
+    for i in range(50):
+        async with client_session.post(f"{urls[0]}/set",
+                                       json={"key": f"user:{i}", "value": {"n": i}}) as resp:
+            assert resp.status == 200, await resp.text()
+    for url in urls:
+        for i in range(50):
+            async with client_session.get(f"{url}/get", params={"key": f"user:{i}"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["value"] == {"n": i}
+    # Each key is on exactly R=2 nodes.
+    total = 0
+    for url in urls:
+        async with client_session.get(f"{url}/cluster/status") as resp:
+            total += (await resp.json())["keys"]
+    assert total == 100
+
+
+async def test_mget_mset_across_owners(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    urls = [n.url for n in cluster.state.nodes]
+    items = [{"key": f"k{i}", "value": i, "ttl": 600} for i in range(300)]
+    async with client_session.post(f"{urls[1]}/mset", json={"items": items}) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"stored": 300}
+    keys = [f"k{i}" for i in range(300)] + ["absent"]
+    async with client_session.post(f"{urls[2]}/mget", json={"keys": keys}) as resp:
+        body = await resp.json()
+    assert body["values"] == {f"k{i}": i for i in range(300)}
+    assert body["missing"] == ["absent"]
+    async with client_session.get(f"{urls[0]}/get", params={"key": "k7"}) as resp:
+        ttl = (await resp.json())["ttl"]
+    assert 590 < ttl <= 600
+
+
+async def test_incr_is_atomic_cluster_wide(make_cluster, client_session) -> None:
+    import asyncio
+
+    cluster: LocalCluster = await make_cluster(3)
+    urls = [n.url for n in cluster.state.nodes]
+
+    async def bump(i: int) -> None:
+        async with client_session.post(f"{urls[i % 3]}/incr", json={"key": "hits"}) as resp:
+            assert resp.status == 200
+
+    await asyncio.gather(*(bump(i) for i in range(90)))
+    async with client_session.get(f"{urls[2]}/get", params={"key": "hits"}) as resp:
+        assert (await resp.json())["value"] == 90
+
+
+async def test_delete_reaches_every_replica(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    urls = [n.url for n in cluster.state.nodes]
+    async with client_session.post(f"{urls[0]}/set", json={"key": "gone", "value": 1}) as resp:
+        assert resp.status == 200
+    async with client_session.delete(f"{urls[1]}/delete", params={"key": "gone"}) as resp:
+        assert await resp.json() == {"deleted": True}
+    for url in urls:
+        async with client_session.get(f"{url}/get", params={"key": "gone"}) as resp:
+            assert resp.status == 404
+
+
+async def test_internal_endpoints_refuse_api_key_alone(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(2)
+    url = cluster.state.nodes[0].url
+    body = {"entries": [["evil", 1, None, 2**62]], "deletes": []}
+    async with client_session.post(f"{url}/cluster/apply", json=body) as resp:
+        assert resp.status == 403
+        assert (await resp.json())["error"] == "forbidden"
+    async with client_session.get(f"{url}/get", params={"key": "evil"}) as resp:
+        assert resp.status == 404
+    # Read-only cluster views take the API key.
+    async with client_session.get(f"{url}/cluster/ring") as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["members"]) == 2
