@@ -77,6 +77,18 @@ class Membership:
             if self.on_change:
                 self.on_change(peer_id, before, health)
 
+    def heard_from(self, peer_id: str, boot_id: str, ready: bool) -> None:
+        """A peer pinged us: it is up. A restarted peer announces itself this way so that
+        writes include it before it takes its share back."""
+        health = self.health.get(peer_id)
+        if health is None or (health.alive and health.boot_id == boot_id):
+            return
+        before = PeerHealth(**vars(health))
+        health.alive, health.ready, health.boot_id = True, ready, boot_id
+        health.last_ok, health.failures = time.monotonic(), 0
+        if self.on_change:
+            self.on_change(peer_id, before, health)
+
     async def probe(self, peer: PeerClient) -> None:
         health = self.health.get(peer.id)
         if health is None:

@@ -202,6 +202,13 @@ class ClusterNode:
             self.set_ready(True, "no share to take back")
             return
         self.set_ready(False, "refilling from peers")
+        # First make every peer count us alive, so new writes reach us while we copy; then
+        # a short grace for writes already in flight without us.
+        announce = f"{self.id} {self.boot_id} 0"
+        for peer in list(self.peers.values()):
+            with contextlib.suppress(PeerError):
+                await peer.ping(timeout=2.0, announce=announce)
+        await asyncio.sleep(0.3)
         total = 0
         for peer in list(self.peers.values()):
             try:

@@ -79,8 +79,10 @@ class PeerClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"{method} {path}: {exc!r}") from exc
 
-    async def ping(self, timeout: float) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/cluster/ping", timeout=timeout)
+    async def ping(self, timeout: float, announce: str = "") -> dict[str, Any]:
+        """`announce` ("id boot_id ready") tells the peer we are up, with which boot."""
+        path = "/cluster/ping" + (f"?from={announce}" if announce else "")
+        result: dict[str, Any] = await self._call("GET", path, timeout=timeout)
         return result
 
     async def get_ring(self) -> dict[str, Any]:

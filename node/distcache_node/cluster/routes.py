@@ -30,6 +30,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def handle_ping(request: web.Request) -> web.Response:
     node = _node(request)
+    announce = request.query.get("from", "").split()
+    if len(announce) == 3:
+        node.membership.heard_from(announce[0], announce[1], announce[2] == "1")
     return _json({"id": node.id, "boot_id": node.boot_id, "ready": node.ready,
                   "ring_version": node.doc.version})
 
