@@ -22,6 +22,9 @@ _SIZE_UNITS = {
 }
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class ConfigError(ValueError):
     """A configuration value a user gave is wrong; the message says which and why."""
 
@@ -33,10 +36,13 @@ def parse_size(value: str | int) -> int:
             raise ConfigError(f"size must not be negative: {value}")
         return value
     match = _SIZE_RE.match(str(value))
-    if not match:
+    multiplier = _SIZE_UNITS.get((match.group(2) or "").lower()) if match else None
+    if match is None or multiplier is None:  # the pattern also lets through 'ib' and 'i'
         raise ConfigError(f"not a size: {value!r} (examples: 1048576, 512KiB, 256MiB, 1GiB)")
-    number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[(unit or "").lower()])
+    try:
+        return int(float(match.group(1)) * multiplier)
+    except OverflowError:  # hundreds of digits: float is inf
+        raise ConfigError(f"size too large: {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +107,18 @@ class NodeConfig:
             raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
         if self.replication < 1:
             raise ConfigError("--replication must be at least 1")
+        if self.max_connections < 1:
+            raise ConfigError("--max-connections must be at least 1")
+        # `not x > 0` rather than `x <= 0`: also refuses nan.
+        for name in ("request_read_timeout", "active_expiry_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if not self.shutdown_timeout >= 0:
+            raise ConfigError("--shutdown-timeout must not be negative")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level: unknown level {self.log_level!r} (one of {', '.join(_LOG_LEVELS)})"
+            )
         return self
 
 
@@ -129,7 +147,7 @@ def _coerce(name: str, raw: Any) -> Any:
 def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in values.items():
-        name = key.replace("-", "_").lower()
+        name = str(key).replace("-", "_").lower()  # YAML may give bool or int keys
         if name not in _FIELDS:
             raise ConfigError(f"{source}: unknown setting {key!r}")
         out[name] = _coerce(name, raw)

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -40,6 +40,12 @@ class GuardedRequestHandler(RequestHandler):
     _distcache_pending_since: float | None = None
     _distcache_in_request: bool = False
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # The clock starts at connect: a client that sends nothing at all holds a slot too
+        # (aiohttp alone would keep it for its 75 s keep-alive timeout).
+        self._distcache_pending_since = time.monotonic()
+
     def data_received(self, data: bytes) -> None:
         before = self._request_count
         super().data_received(data)
@@ -55,7 +61,8 @@ class _Refuse503(asyncio.Protocol):
     BODY = b'{"error":"too_many_connections","message":"connection limit reached; retry"}'
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio's.
+        transport = cast(asyncio.Transport, transport)
         transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%b"
