@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from distcache_node.appkeys import CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
+from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.errors import ApiError, json_error
 from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
@@ -30,6 +30,7 @@ ROUTE_ACCESS: dict[str, tuple[str, str]] = {
     "/debug/profile": ("debug", API), "/debug/heap": ("debug", API),
 }
 UNMATCHED = ("unmatched", PUBLIC)
+RING_VERSION_HEADER = "X-DistCache-Ring-Version"
 
 _HTTP_ERROR_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
@@ -47,7 +48,8 @@ def check_api_key(request: web.Request, expected: str) -> None:
     if given is None:
         raise ApiError(401, "unauthorized", "missing API key: send the X-API-Key header",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    # Header values arrive surrogate-escaped when they are not UTF-8: compare the raw bytes.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         raise ApiError(401, "unauthorized", "invalid API key",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
 
@@ -121,6 +123,10 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
             protocol._distcache_pending_since = None  # type: ignore[union-attr]
     if rate_headers is not None and response.status != 429:
         response.headers.update(rate_headers)
+    cluster = app[CLUSTER]
+    if cluster is not None and access == API:
+        # Ring-aware clients refresh their ring when this moves past the one they hold.
+        response.headers[RING_VERSION_HEADER] = str(cluster.doc.version)
     body = getattr(response, "body", None)
     if (
         body is not None

@@ -45,8 +45,9 @@ async def make_cluster(
     async def make(nodes: int = 3, replication: int = 2, tls: bool = False,
                    **kwargs: Any) -> LocalCluster:
         cluster = LocalCluster.create(tmp_path / f"cluster{len(clusters)}", free_port_range(12),
-                                      API_KEY, replication, tls, kwargs.get("max_memory",
-                                                                            "128MiB"))
+                                      API_KEY, replication, tls,
+                                      kwargs.get("max_memory", "128MiB"),
+                                      kwargs.get("node_args"))
         clusters.append(cluster)
         await cluster.up(nodes)
         return cluster
@@ -55,6 +56,11 @@ async def make_cluster(
     for cluster in clusters:
         cluster.stop_all()
         await cluster.close()
+
+
+@pytest.fixture
+def cluster_api_key() -> str:
+    return API_KEY
 
 
 @pytest.fixture

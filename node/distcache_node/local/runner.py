@@ -48,6 +48,7 @@ class ClusterState:
     tls: bool
     base_port: int
     max_memory: str = "256MiB"
+    node_args: list[str] = field(default_factory=list)  # extra distcache-node flags
     nodes: list[NodeProc] = field(default_factory=list)
 
     @classmethod
@@ -90,11 +91,11 @@ class LocalCluster:
     # -- setup ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, base_port: int, api_key: str, replication: int,
-               tls: bool, max_memory: str) -> LocalCluster:
+               tls: bool, max_memory: str, node_args: list[str] | None = None) -> LocalCluster:
         directory.mkdir(parents=True, exist_ok=True)
         state = ClusterState(api_key=api_key, secret="" if tls else secrets.token_urlsafe(24),
                              replication=replication, tls=tls, base_port=base_port,
-                             max_memory=max_memory)
+                             max_memory=max_memory, node_args=list(node_args or []))
         cluster = cls(directory, state)
         if tls:
             certs.make_ca(cluster.tls_dir)
@@ -157,6 +158,7 @@ class LocalCluster:
             "--host", "127.0.0.1", "--port", str(node.port), "--node-id", node.id,
             "--advertise-url", node.url, "--ring-file", str(self.ring_path),
             "--replication", str(self.state.replication), "--max-memory", self.state.max_memory,
+            *self.state.node_args,
         ]
         if self.state.api_key:
             cmd += ["--api-key", self.state.api_key]

@@ -1,0 +1,163 @@
+"""A ring-aware async client: reads the ring from GET /cluster/ring, sends each key straight
+to its primary owner (saving the forwarding hop), and refreshes the ring when a response
+says its version changed. Any node can serve any key, so a down owner is retried elsewhere.
+
+    async with DistCacheClient(["http://127.0.0.1:8080"], api_key="...") as cache:
+        await cache.set("user:1", "Alice", ttl=60)
+        await cache.get("user:1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from distcache_node.cluster.ring import RingDoc
+from distcache_node.middlewares import RING_VERSION_HEADER as RING_HEADER
+
+
+class CacheError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class DistCacheClient:
+    def __init__(
+        self, seeds: Sequence[str], api_key: str = "", ssl_context: ssl.SSLContext | None = None,
+        connections_per_node: int = 32, timeout: float = 10.0,
+    ) -> None:
+        self.seeds = [s.rstrip("/") for s in seeds]
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.session = aiohttp.ClientSession(
+            headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=connections_per_node,
+                                           ssl=ssl_context if ssl_context else False),
+        )
+        self.ring: RingDoc | None = None
+        self._urls: dict[str, str] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DistCacheClient:
+        await self.refresh()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+        await self.session.close()
+
+    async def refresh(self) -> None:
+        last: Exception | None = None
+        for url in [*self._urls.values(), *self.seeds]:
+            try:
+                async with self.session.get(url + "/cluster/ring") as resp:
+                    if resp.status == 200:
+                        doc = RingDoc.from_json(await resp.json(loads=orjson.loads))
+                        if self.ring is None or doc.version >= self.ring.version:
+                            self.ring = doc
+                            self._target = doc.target()
+                            self._urls = {m.id: m.url for m in doc.members}
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = exc
+        if self.ring is None:
+            raise ConnectionError(f"no seed answered /cluster/ring: {last!r}")
+
+    def _note_version(self, resp: aiohttp.ClientResponse) -> None:
+        raw = resp.headers.get(RING_HEADER)
+        if raw is not None and self.ring is not None and int(raw) > self.ring.version:
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.create_task(self.refresh())
+
+    def owner_url(self, key: str) -> str:
+        assert self.ring is not None, "use `async with` or call refresh() first"
+        primary = self._target.primary(key)
+        return self._urls[primary] if primary else self.seeds[0]
+
+    async def _call(self, method: str, url: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """One request; if that node is unreachable, any other node can serve it."""
+        candidates = [url] + random.sample(list(self._urls.values()), len(self._urls))
+        last: Exception | None = None
+        for base in dict.fromkeys(candidates):
+            try:
+                async with self.session.request(method, base + path, **kwargs) as resp:
+                    self._note_version(resp)
+                    body = await resp.read()
+                    return resp.status, orjson.loads(body) if body else None
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                last = exc
+        raise ConnectionError(f"no node reachable: {last!r}")
+
+    @staticmethod
+    def _check(status: int, body: Any) -> Any:
+        if status >= 400:
+            raise CacheError(status, body)
+        return body
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        status, body = await self._call("GET", self.owner_url(key), "/get", params={"key": key})
+        if status == 404:
+            return default
+        return self._check(status, body)["value"]
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        payload: dict[str, Any] = {"key": key, "value": value}
+        if ttl is not None:
+            payload["ttl"] = ttl
+        self._check(*await self._call("POST", self.owner_url(key), "/set",
+                                      data=orjson.dumps(payload)))
+
+    async def delete(self, key: str) -> bool:
+        status, body = await self._call("DELETE", self.owner_url(key), "/delete",
+                                        params={"key": key})
+        return bool(self._check(status, body)["deleted"])
+
+    async def incr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
+        payload: dict[str, Any] = {"key": key, "delta": delta}
+        if ttl is not None:
+            payload["ttl"] = ttl
+        body = self._check(*await self._call("POST", self.owner_url(key), "/incr",
+                                             data=orjson.dumps(payload)))
+        return int(body["value"])
+
+    def _by_owner(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = defaultdict(list)
+        for key in keys:
+            groups[self.owner_url(key)].append(key)
+        return groups
+
+    async def mget(self, keys: Sequence[str]) -> dict[str, Any]:
+        groups = self._by_owner(dict.fromkeys(keys))
+        results = await asyncio.gather(*(
+            self._call("POST", url, "/mget", data=orjson.dumps({"keys": ks}))
+            for url, ks in groups.items()
+        ))
+        found: dict[str, Any] = {}
+        for status, body in results:
+            found.update(self._check(status, body)["values"])
+        return found
+
+    async def mset(self, items: Iterable[tuple[str, Any, float | None]]) -> int:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for key, value, ttl in items:
+            item: dict[str, Any] = {"key": key, "value": value}
+            if ttl is not None:
+                item["ttl"] = ttl
+            groups[self.owner_url(key)].append(item)
+        results = await asyncio.gather(*(
+            self._call("POST", url, "/mset", data=orjson.dumps({"items": batch}))
+            for url, batch in groups.items()
+        ))
+        return sum(int(self._check(status, body)["stored"]) for status, body in results)

@@ -1,0 +1,162 @@
+"""Failure detection, ring distribution (push, file, gossip), drain and the ring-aware
+client, on real node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import aiohttp
+import orjson
+
+from distcache_node.client import DistCacheClient
+from distcache_node.cluster.ring import RingDoc
+from distcache_node.local.runner import FileRingStore, LocalCluster
+
+
+async def _status(session: aiohttp.ClientSession, url: str) -> dict:
+    async with session.get(f"{url}/cluster/status") as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def test_sigkilled_node_is_routed_around_within_3s(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    first, _, victim = cluster.state.nodes
+    items = [{"key": f"d{i}", "value": i} for i in range(300)]
+    async with client_session.post(f"{first.url}/mset", json={"items": items}) as resp:
+        assert resp.status == 200
+    os.kill(victim.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while (await _status(client_session, first.url))["peers"][victim.id]["alive"]:
+        assert time.monotonic() - killed <= 3.0, "dead peer not detected within 3 s"
+        await asyncio.sleep(0.05)
+    # Every key still reads, and writes still reach a quorum on the survivors.
+    keys = [f"d{i}" for i in range(300)]
+    async with client_session.post(f"{first.url}/mget", json={"keys": keys}) as resp:
+        assert (await resp.json())["missing"] == []
+    async with client_session.post(f"{first.url}/set", json={"key": "new", "value": 1}) as resp:
+        assert resp.status == 200
+
+
+async def test_write_without_quorum_is_refused_not_acknowledged(
+    make_cluster, client_session
+) -> None:
+    cluster: LocalCluster = await make_cluster(2)
+    survivor, victim = cluster.state.nodes
+    os.kill(victim.pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    async with client_session.post(f"{survivor.url}/set", json={"key": "k", "value": 1}) as r:
+        assert r.status == 503
+        body = await r.json()
+        assert body["error"] == "unavailable" and "replicas" in body["message"]
+
+
+async def test_ring_push_rules(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(2)
+    url = cluster.state.nodes[0].url
+    peer_headers = {"X-DistCache-Cluster-Secret": cluster.state.secret}
+    ring = await FileRingStore(cluster.ring_path).load()
+    stale = RingDoc(0, ring.replication, ring.members).to_json()
+    async with client_session.put(f"{url}/cluster/ring", json=stale,
+                                  headers=peer_headers) as resp:
+        assert resp.status == 409
+    async with client_session.put(f"{url}/cluster/ring", json={"version": "x"},
+                                  headers=peer_headers) as resp:
+        assert resp.status == 400
+    async with client_session.put(f"{url}/cluster/ring", json=ring.to_json()) as resp:
+        assert resp.status == 403  # the data API key alone cannot change the ring
+    async with client_session.get(f"{url}/cluster/ring") as resp:
+        assert (await resp.json())["version"] == ring.version
+
+
+async def test_ring_file_replaced_atomically_is_picked_up(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(2)
+    store = FileRingStore(cluster.ring_path)
+    ring = await store.load()
+    await store.save(RingDoc(ring.version + 5, ring.replication, ring.members))
+    deadline = time.monotonic() + 5
+    for node in cluster.state.nodes:
+        while (await _status(client_session, node.url))["ring_version"] != ring.version + 5:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    # A broken file is ignored, the node keeps its ring.
+    cluster.ring_path.write_text("{not json")
+    await asyncio.sleep(1.0)
+    assert (await _status(client_session, cluster.state.nodes[0].url))["ring_version"] == (
+        ring.version + 5)
+
+
+async def test_drain_hands_every_key_on_and_keeps_serving(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    nodes = cluster.state.nodes
+    items = [{"key": f"dr{i}", "value": i} for i in range(3000)]
+    async with client_session.post(f"{nodes[0].url}/mset", json={"items": items}) as resp:
+        assert resp.status == 200
+    leaving = nodes[2]
+    before = (await _status(client_session, leaving.url))["keys"]
+    assert before > 0
+    async with client_session.post(
+        f"{leaving.url}/cluster/drain",
+        headers={"X-DistCache-Cluster-Secret": cluster.state.secret},
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["state"] == "leaving"
+    deadline = time.monotonic() + 20
+    while True:
+        status = await _status(client_session, leaving.url)
+        if status["keys"] == 0 and status["migration"]["done"]:
+            break
+        assert time.monotonic() < deadline, status["migration"]
+        await asyncio.sleep(0.1)
+    assert status["migration"]["keys_moved"] >= before
+    keys = [f"dr{i}" for i in range(3000)]
+    for node in nodes:  # the leaving node still serves, by forwarding
+        async with client_session.post(f"{node.url}/mget", json={"keys": keys}) as resp:
+            assert (await resp.json())["missing"] == []
+    # The other two now hold both copies of everything.
+    remaining = [(await _status(client_session, n.url))["keys"] for n in nodes[:2]]
+    assert remaining == [3000, 3000]
+
+
+async def test_ring_aware_client_routes_to_owners_and_follows_scale(
+    make_cluster, cluster_api_key: str
+) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    async with DistCacheClient([cluster.state.nodes[0].url], api_key=cluster_api_key) as cache:
+        await cache.set("alpha", {"x": 1}, ttl=60)
+        assert await cache.get("alpha") == {"x": 1}
+        assert await cache.get("nope", "dflt") == "dflt"
+        assert await cache.incr("n", 5) == 5
+        await cache.mset((f"c{i}", i, None) for i in range(500))
+        assert await cache.mget([f"c{i}" for i in range(500)]) == {f"c{i}": i for i in range(500)}
+        assert await cache.delete("alpha") is True
+        owners = {cache.owner_url(f"c{i}") for i in range(500)}
+        assert len(owners) == 3
+        version = cache.ring.version
+        await cluster.scale(4)
+        await cache.get("c1")  # any response carries the new ring version...
+        for _ in range(50):
+            if cache.ring.version > version:
+                break
+            await asyncio.sleep(0.05)
+        assert len(cache.ring.members) == 4  # ...and the client refreshed
+        assert await cache.mget([f"c{i}" for i in range(500)]) == {f"c{i}": i for i in range(500)}
+
+
+async def test_rate_limit_is_cluster_wide(make_cluster, client_session) -> None:
+    cluster: LocalCluster = await make_cluster(3, node_args=["--rate-limit", "10"])
+    urls = [n.url for n in cluster.state.nodes]
+    statuses = []
+    for i in range(30):  # well within one second, spread over every node
+        async with client_session.get(f"{urls[i % 3]}/get", params={"key": "x"}) as resp:
+            statuses.append(resp.status)
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert orjson.loads(await resp.read())["error"] == "rate_limited"
+    allowed = statuses.count(404)
+    # One shared counter: about 10 allowed in total, not 10 per node.
+    assert 8 <= allowed <= 14, statuses
+    assert statuses.count(429) == 30 - allowed

@@ -1,0 +1,76 @@
+"""The ring: spread, movement on membership change, preference lists, ring documents."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from distcache_node.cluster.ring import Member, Ring, RingDoc, RingError
+
+KEYS = [f"key:{i}" for i in range(100_000)]
+
+
+def test_spread_within_ten_percent_of_mean_for_five_nodes() -> None:
+    ring = Ring([f"node-{i}" for i in range(5)], replication=1)
+    counts = Counter(ring.primary(k) for k in KEYS)
+    mean = len(KEYS) / 5
+    assert set(counts) == {f"node-{i}" for i in range(5)}
+    for node, count in counts.items():
+        assert abs(count - mean) / mean <= 0.10, (node, count)
+
+
+def test_adding_one_of_ten_nodes_moves_about_one_eleventh() -> None:
+    before = Ring([f"n{i}" for i in range(10)])
+    after = Ring([f"n{i}" for i in range(11)])
+    moved = [k for k in KEYS if before.primary(k) != after.primary(k)]
+    assert 0.07 <= len(moved) / len(KEYS) <= 0.11
+    # Every moved key moved to the new node: nothing shuffles between old nodes.
+    assert all(after.primary(k) == "n10" for k in moved)
+
+
+def test_owners_are_distinct_and_primary_first() -> None:
+    ring = Ring(["a", "b", "c", "d"], replication=3)
+    for key in KEYS[:2000]:
+        owners = ring.owners(key)
+        assert len(owners) == len(set(owners)) == 3
+        assert owners[0] == ring.primary(key)
+        assert ring.preference(key)[:3] == owners
+
+
+def test_replication_larger_than_members_is_capped() -> None:
+    assert sorted(Ring(["a", "b"], replication=3).owners("k")) == ["a", "b"]
+    assert Ring([], replication=2).owners("k") == []
+
+
+def test_placement_is_deterministic_across_instances() -> None:
+    one, two = Ring(["x", "y", "z"], 2), Ring(["z", "y", "x"], 2)
+    assert all(one.owners(k) == two.owners(k) for k in KEYS[:1000])
+
+
+def test_ring_doc_roundtrip_and_transition_views() -> None:
+    doc = RingDoc.from_json({"version": 3, "replication": 2, "members": [
+        {"id": "a", "url": "http://a/", "state": "active"},
+        {"id": "b", "url": "http://b", "state": "joining"},
+        {"id": "c", "url": "http://c", "state": "leaving"},
+    ]})
+    assert doc.to_json()["members"][0]["url"] == "http://a"
+    assert RingDoc.from_json(doc.to_json()) == doc
+    assert doc.target().members == ("a", "b")
+    assert doc.previous().members == ("a", "c")
+    assert doc.in_transition
+    bumped = doc.with_state(["b"], "active")
+    assert bumped.version == 4 and bumped.member("b") == Member("b", "http://b", "active")
+
+
+@pytest.mark.parametrize("bad", [
+    [], {"members": []}, {"version": -1, "members": []}, {"version": 1, "members": {}},
+    {"version": 1, "members": [{"id": "a"}]},
+    {"version": 1, "members": [{"id": "a", "url": "u", "state": "gone"}]},
+    {"version": 1, "members": [{"id": "a", "url": "u"}, {"id": "a", "url": "v"}]},
+    {"version": 1, "replication": 0, "members": []},
+    {"version": True, "members": []},
+])
+def test_bad_ring_documents_are_refused(bad: object) -> None:
+    with pytest.raises(RingError):
+        RingDoc.from_json(bad)
