@@ -10,10 +10,12 @@ import tracemalloc
 
 from aiohttp import web
 
-from distcache_node.errors import bad_request
+from distcache_node.errors import ApiError, bad_request
 
 MAX_SECONDS = 60.0
 _profile_lock = asyncio.Lock()
+_heap_requests = 0  # /debug/heap requests in flight
+_heap_started_tracing = False
 
 
 def _seconds(request: web.Request, default: float) -> float:
@@ -29,7 +31,7 @@ def _seconds(request: web.Request, default: float) -> float:
 
 def _limit(request: web.Request) -> int:
     raw = request.query.get("top", "40")
-    if not raw.isdigit() or not 0 < int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 1000:  # not '²'
         raise bad_request("'top' must be an integer from 1 to 1000", "invalid_top")
     return int(raw)
 
@@ -39,7 +41,7 @@ async def handle_profile(request: web.Request) -> web.Response:
     Every handler runs on that thread, so this is the whole node's CPU time."""
     seconds, top = _seconds(request, 5.0), _limit(request)
     if _profile_lock.locked():
-        raise web.HTTPConflict(text="a profile is already running")
+        raise ApiError(409, "profile_in_progress", "a profile is already running; retry later")
     async with _profile_lock:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -55,16 +57,22 @@ async def handle_profile(request: web.Request) -> web.Response:
 async def handle_heap(request: web.Request) -> web.Response:
     """GET /debug/heap?seconds=N&top=K: allocations by source line. Tracing costs memory and
     time, so it runs only for the request: started, N seconds of traffic, snapshot, stopped."""
+    global _heap_requests, _heap_started_tracing
     seconds, top = _seconds(request, 1.0), _limit(request)
-    started_here = not tracemalloc.is_tracing()
-    if started_here:
-        tracemalloc.start(10)
+    # Overlapping requests share one tracing session: the last one out stops it (if a heap
+    # request started it), never one still sleeping under another.
+    if _heap_requests == 0:
+        _heap_started_tracing = not tracemalloc.is_tracing()
+        if _heap_started_tracing:
+            tracemalloc.start(10)
+    _heap_requests += 1
     try:
         await asyncio.sleep(seconds)
         snapshot = tracemalloc.take_snapshot()
         current, peak = tracemalloc.get_traced_memory()
     finally:
-        if started_here:
+        _heap_requests -= 1
+        if _heap_requests == 0 and _heap_started_tracing:
             tracemalloc.stop()
     lines = [f"traced: current={current} peak={peak} bytes (allocations since tracing began)"]
     lines += [str(stat) for stat in snapshot.statistics("lineno")[:top]]

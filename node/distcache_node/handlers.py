@@ -28,6 +28,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             raw = await request.read()
     except TimeoutError:
         raise ApiError(408, "request_timeout", "request body not received in time") from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise bad_request(f"request body cannot be read: {reason}", "malformed_body") from None
     if not raw:
         raise bad_request("request body is empty; send a JSON object", "malformed_json")
     try:
@@ -70,7 +73,10 @@ def validate_ttl(ttl: Any) -> float | None:
 def encode_value(request: web.Request, body: dict[str, Any]) -> bytes:
     if "value" not in body:
         raise bad_request("missing 'value'", "missing_value")
-    value = orjson.dumps(body["value"])
+    try:
+        value = orjson.dumps(body["value"])
+    except orjson.JSONEncodeError as exc:  # e.g. nested deeper than orjson writes (254)
+        raise bad_request(f"'value' cannot be stored: {exc}", "invalid_value") from None
     limit = request.app[CONFIG].max_value_size
     if len(value) > limit:
         raise ApiError(413, "value_too_large",

@@ -8,13 +8,16 @@ import logging
 import signal
 import ssl
 import time
+from http import HTTPStatus
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from distcache_node.config import NodeConfig
+from distcache_node.errors import json_error
 
 log = logging.getLogger("distcache.node")
 
@@ -53,6 +56,26 @@ class GuardedRequestHandler(RequestHandler):
             self._distcache_pending_since = None
         elif self._distcache_pending_since is None and not self._distcache_in_request:
             self._distcache_pending_since = time.monotonic()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Errors before the app sees a request, mostly the HTTP parser's (request line over
+        8190 bytes, malformed headers or chunks): JSON like every other error, and logged as
+        the client's mistake they are, not with a traceback (aiohttp's text/plain default)."""
+        if status >= 500:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            code, text = "internal_error", "internal error; see the node's log"
+        else:
+            self.logger.debug("malformed request from %s: %s", request.remote, exc or message)
+            code = "malformed_request"
+            text = getattr(exc, "message", None) or message or HTTPStatus(status).phrase
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started: cannot send the error")
+        response = json_error(status, code, str(text))
+        response.force_close()
+        return response
 
 
 class _Refuse503(asyncio.Protocol):

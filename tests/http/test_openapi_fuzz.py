@@ -1,0 +1,199 @@
+"""The OpenAPI document against the code, and property-based fuzzing of a live node from it.
+
+One `distcache-node` process serves the whole module (a real socket server, loopback only).
+Schemathesis derives requests from the document the node serves at /openapi.json: its
+examples, boundary and wrong-type cases (coverage phase) and random valid and invalid ones
+(fuzzing phase), then checks every response: never a 5xx, a documented status code, media
+type, headers and body schema, invalid input rejected, 401 without the API key, 405 with
+`Allow` for undocumented methods. /debug/* is left out (each call sleeps); test_api.py
+covers it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+
+from conftest import API_KEY, free_port, wait_http
+from distcache_node.app import create_app
+from distcache_node.config import NodeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
+NODE_SOURCES = ["handlers.py", "middlewares.py", "debug.py", "serve.py", "routes.py"]
+MAX_EXAMPLES = 100  # per operation and phase: the whole module stays well under a minute
+
+
+@pytest.fixture(scope="module")
+def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`distcache-node` as a process of its own, shared by every fuzzed operation.
+
+    Module-scoped (conftest's `node_process` is per test): one node for all operations also
+    fuzzes how they combine, e.g. /incr on a key /set filled with a string. Its log goes to
+    a file, checked at the end for tracebacks: the node must never log an internal error.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("fuzzed-node") / "node.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distcache_node.cli", "--host", "127.0.0.1",
+             "--port", str(port), "--api-key", API_KEY, "--max-memory", "64MiB",
+             "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_http(f"{url}/healthz")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    logged = log_path.read_text(errors="replace")
+    assert "Traceback" not in logged and "internal error" not in logged, logged[-5000:]
+
+
+def fuzz_config() -> schemathesis.Config:
+    return schemathesis.Config.from_dict({
+        "request-timeout": 10,
+        "auth": {"openapi": {"ApiKeyHeader": {"api_key": API_KEY}}},
+        "generation": {
+            "mode": "all",  # valid and invalid requests
+            "max-examples": MAX_EXAMPLES,
+            "database": "none",  # no .hypothesis directory in the repo
+        },
+        "phases": {
+            "examples": {"enabled": True},
+            "coverage": {"enabled": True},
+            "fuzzing": {"enabled": True},
+            "stateful": {"enabled": False},
+        },
+        "checks": {
+            "not_a_server_error": {"enabled": True},
+            "status_code_conformance": {"enabled": True},
+            "content_type_conformance": {"enabled": True},
+            "response_schema_conformance": {"enabled": True},
+            "response_headers_conformance": {"enabled": True},
+            "negative_data_rejection": {
+                "enabled": True, "expected-statuses": [400, 401, 404, 405, 413],
+            },
+            # A valid request may still find no key (404) or a non-integer to /incr (409),
+            # and a key within maxLength characters may be over 1024 bytes (400), which JSON
+            # Schema cannot express.
+            "positive_data_acceptance": {
+                "enabled": True, "expected-statuses": ["2xx", 400, 404, 409],
+            },
+            "ignored_auth": {"enabled": True},
+            "unsupported_method": {"enabled": True},
+            "missing_required_header": {"enabled": True},
+            "use_after_free": {"enabled": False},
+            "ensure_resource_availability": {"enabled": False},
+        },
+    })
+
+
+# Loaded at import, as parametrization needs the operations before any fixture runs (and
+# schemathesis' fixture-based lazy loading does not work with pytest 9). The served document
+# is this file byte for byte: test_served_document_is_the_repo_file.
+SCHEMA = schemathesis.openapi.from_path(OPENAPI_PATH, config=fuzz_config()).exclude(
+    path_regex=r"^/debug/"
+)
+
+
+@SCHEMA.parametrize()
+def test_fuzz_live_node_against_the_document(case: Any, live_node: str) -> None:
+    case.call_and_validate(base_url=live_node)
+
+
+# ---------------------------------------------------------------------------------------------
+# The document itself
+
+
+def test_served_document_is_the_repo_file(live_node: str) -> None:
+    with urllib.request.urlopen(f"{live_node}/openapi.json", timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.headers.get_content_type() == "application/json"
+        served = resp.read()
+    assert served == OPENAPI_PATH.read_bytes()
+
+
+def test_document_is_valid_openapi() -> None:
+    document = json.loads(OPENAPI_PATH.read_text())
+    assert document["openapi"].startswith("3.1")
+    schemathesis.openapi.from_dict(document).validate()  # against the OpenAPI 3.1 meta-schema
+    # ...which does reject a broken document:
+    broken = {**document, "paths": {"/set": {"post": {"responses": {"200": {}}}}}}
+    with pytest.raises(Exception, match="description"):
+        schemathesis.openapi.from_dict(broken).validate()
+    operations = [op.ok() for op in schemathesis.openapi.from_dict(document).get_all_operations()]
+    ids = [op.definition.raw["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) == 13
+
+
+def test_every_route_is_documented_and_nothing_else() -> None:
+    app = create_app(NodeConfig(api_key=API_KEY))
+    routes = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+        and not route.resource.canonical.startswith("/cluster/")
+    }
+    document = json.loads(OPENAPI_PATH.read_text())
+    documented = {
+        (method, path) for path, item in document["paths"].items() for method in item
+    }
+    assert documented == routes
+
+
+def _raised_codes() -> set[str]:
+    """Error codes the node code writes as literals: the second argument of ApiError(...),
+    json_error(...) and bad_request(...) calls, and the connection-limit answer's body."""
+    codes: set[str] = set()
+    for name in NODE_SOURCES:
+        source = (ROOT / "node" / "distcache_node" / name).read_text()
+        for node in ast.walk(ast.parse(source)):
+            if (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("ApiError", "json_error", "bad_request")
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+            ):
+                codes.add(node.args[1].value)
+            # `code, text = "internal_error", ...` before a json_error(status, code, text)
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Tuple | ast.Name) and "code" in ast.unparse(t).split(", ")
+                for t in node.targets
+            ):
+                value = node.value.elts[0] if isinstance(node.value, ast.Tuple) else node.value
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    codes.add(value.value)
+        codes.update(re.findall(r'"error":"([a-z_]+)"', source))
+    return codes
+
+
+def test_every_error_code_is_documented() -> None:
+    document = json.loads(OPENAPI_PATH.read_text())
+    text = json.dumps(document)
+    documented = set(re.findall(r'"enum": \[([^\]]*)\]', text))
+    enum_codes = {code for group in documented for code in re.findall(r'"([a-z_]+)"', group)}
+    raised = _raised_codes()
+    # Built from the field name in _batch(): missing_keys, invalid_keys, missing_items, ...
+    raised |= {f"{kind}_{field}" for kind in ("missing", "invalid") for field in ("keys", "items")}
+    raised |= {"not_found", "method_not_allowed", "body_too_large"}  # aiohttp's, mapped
+    assert "key_too_long" in raised and "unauthorized" in raised  # the scan finds codes
+    undocumented = raised - enum_codes - {"internal_error"}  # a 500 is a bug, not a contract
+    assert not undocumented, f"raised by the node but not in openapi.json: {undocumented}"
+    stale = enum_codes - raised
+    assert not stale, f"documented but never raised: {stale}"
