@@ -105,13 +105,25 @@ class ClusterNode:
                     break
         return owners
 
-    def read_candidates(self, key: str) -> list[str]:
-        candidates = self.live_owners(key, ready_only=True)
-        if self.doc.in_transition:
+    def read_candidates(self, key: str) -> list[tuple[str, bool]]:
+        """Where to look for a key, in order, each with whether a miss there is final.
+
+        Writes go to the live owners, so those hold every acknowledged write; of them the
+        ready ones come first (a restarted owner still refilling may lack older keys). A miss
+        is final only at a ready natural owner outside a ring transition: a stand-in for a
+        dead owner, a refilling node or a new owner during migration may just not have it yet.
+        """
+        writers = self.live_owners(key)
+        natural = self.target.owners(key)
+        transition = self.doc.in_transition
+        ready = [m for m in writers if self.is_ready(m)]
+        order = ready + [m for m in writers if m not in ready]
+        candidates = [(m, not transition and m in ready and m in natural) for m in order]
+        if transition:
             # While keys move, the old owners still hold what has not moved yet.
             for member in self.previous.owners(key):
-                if member not in candidates and self.is_alive(member):
-                    candidates.append(member)
+                if member not in order and self.is_alive(member):
+                    candidates.append((member, False))
         return candidates
 
     def peer(self, member: str) -> PeerClient:

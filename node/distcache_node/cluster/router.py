@@ -31,8 +31,8 @@ class ClusterRouter:
         return await self.node.peer(member).get_many(keys)
 
     async def read_many(self, keys: list[str]) -> dict[str, WireEntry]:
-        """Ask each key's first ready owner; on a failure ask the next one, and while keys
-        move, take a miss to the old owners too. A key no owner could answer for is a 503,
+        """Ask each key's first candidate; on a failure, or a miss that is not final (see
+        ClusterNode.read_candidates), ask the next. A key no owner could answer for is a 503,
         never a false 'not found'."""
         node = self.node
         found: dict[str, WireEntry] = {}
@@ -44,7 +44,7 @@ class ClusterRouter:
             plan: dict[str, list[str]] = defaultdict(list)
             for key in pending:
                 if step[key] < len(candidates[key]):
-                    plan[candidates[key][step[key]]].append(key)
+                    plan[candidates[key][step[key]][0]].append(key)
             if not plan:
                 break
             members = list(plan)
@@ -63,7 +63,8 @@ class ClusterRouter:
                     answered.update(asked)
                     for entry in result:
                         found[entry[0]] = entry
-                    retry = [k for k in asked if k not in found] if node.doc.in_transition else []
+                    retry = [k for k in asked
+                             if k not in found and not candidates[k][step[k]][1]]
                 for key in retry:
                     step[key] += 1
                     pending.append(key)
