@@ -8,10 +8,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,8 @@ from aiohttp.test_utils import TestServer
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "test-key"
+from support import API_KEY, ROOT, free_port, wait_http
+
 _TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster"}
 
 
@@ -33,12 +31,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).relative_to(ROOT).parts
         if len(parts) > 2 and parts[0] == "tests" and parts[1] in _TIER_BY_FOLDER:
             item.add_marker(getattr(pytest.mark, _TIER_BY_FOLDER[parts[1]]))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -82,21 +74,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client session that sends the test API key unless a test overrides the header."""
     async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as session:
         yield session
-
-
-def wait_http(url: str, timeout: float = 15.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
-                if resp.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from conftest import API_KEY, free_port
+from support import API_KEY, free_port
 from distcache_node import debug, handlers
 from distcache_node.app import create_app
 from distcache_node.appkeys import READY

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import schemathesis
 
-from conftest import API_KEY, free_port, wait_http
+from support import API_KEY, free_port, wait_http
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
 

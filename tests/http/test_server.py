@@ -33,21 +33,13 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-# Not imported from conftest: tests/cluster has a conftest.py too, and whichever pytest loaded
-# last is the module named `conftest` (the cluster one has its own API_KEY).
-ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "test-key"  # the key tests/conftest.py's node fixtures configure
+from support import API_KEY, ROOT, free_port
+
 NODE = [sys.executable, "-m", "distcache_node.cli"]
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], str]]
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
