@@ -39,13 +39,7 @@ class LocalBackend:
         return self.store.delete(key)
 
     async def mget(self, keys: list[str]) -> dict[str, Entry]:
-        get = self.store.get_with_ttl
-        found: dict[str, Entry] = {}
-        for key in keys:
-            entry = get(key)
-            if entry is not None:
-                found[key] = entry
-        return found
+        return self.store.get_many(keys)
 
     async def mset(self, items: list[Item]) -> int:
         for key, value, ttl in items:

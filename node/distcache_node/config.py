@@ -101,8 +101,14 @@ class NodeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')}: no such file: {path}")
         if self.max_memory <= 0:
             raise ConfigError("--max-memory must be positive")
-        if self.max_value_size <= 0 or self.max_value_size > self.max_memory:
-            raise ConfigError("--max-value-size must be positive and at most --max-memory")
+        from distcache_node.store import ENTRY_OVERHEAD
+
+        largest_entry = self.max_value_size + self.max_key_size + ENTRY_OVERHEAD
+        if self.max_value_size <= 0 or largest_entry > self.max_memory:
+            # Otherwise a valid /mset item could still not fit, half-way through the batch.
+            raise ConfigError("--max-value-size must be positive and leave room in --max-memory "
+                              f"for the largest entry ({largest_entry} bytes with key and "
+                              "overhead)")
         if self.rate_limit < 0 or self.rate_limit_burst < 0:
             raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
         if self.replication < 1:

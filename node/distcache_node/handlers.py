@@ -11,6 +11,7 @@ from aiohttp import web
 from distcache_node.appkeys import BACKEND, CONFIG, METRICS
 from distcache_node.backend import Entry, Item
 from distcache_node.errors import ApiError, bad_request
+from distcache_node.ratelimit import KEY_PREFIX as RESERVED_PREFIX
 
 MAX_TTL = 10 * 365 * 24 * 3600.0  # ten years: anything longer is a mistake, not a TTL
 MAX_BATCH = 10_000
@@ -42,7 +43,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def validate_key(request: web.Request, key: Any, field: str = "key") -> str:
+def validate_key(
+    request: web.Request, key: Any, field: str = "key", allow_reserved: bool = False
+) -> str:
     if key is None:
         raise bad_request(f"missing {field!r}", "missing_key")
     if not isinstance(key, str):
@@ -50,13 +53,19 @@ def validate_key(request: web.Request, key: Any, field: str = "key") -> str:
     if not key:
         raise bad_request(f"{field!r} must not be empty", "invalid_key")
     limit = request.app[CONFIG].max_key_size
-    size = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
+    ascii_key = key.isascii()  # the common case: valid UTF-8, one byte a character
+    size = len(key) if ascii_key else len(key.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise bad_request(f"{field!r} is {size} bytes, over the {limit}-byte limit", "key_too_long")
-    try:
-        key.encode()
-    except UnicodeEncodeError:
-        raise bad_request(f"{field!r} is not valid UTF-8", "invalid_key") from None
+    if not ascii_key:
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise bad_request(f"{field!r} is not valid UTF-8", "invalid_key") from None
+    if not allow_reserved and key.startswith(RESERVED_PREFIX):
+        # The rate limiter's counters live here: a client must not reset or poison them.
+        raise bad_request(f"{field!r}: keys starting with {RESERVED_PREFIX!r} are reserved",
+                          "invalid_key")
     return key
 
 
@@ -89,18 +98,21 @@ def _ttl_json(ttl: float | None) -> bytes:
 
 
 def _entry_json(key: str, entry: Entry) -> bytes:
-    return b'{"key":%b,"value":%b,"ttl":%b}' % (orjson.dumps(key), entry[0], _ttl_json(entry[1]))
+    value, ttl = entry
+    ttl_json = b"null" if ttl is None else _ttl_json(ttl)
+    return b'{"key":%b,"value":%b,"ttl":%b}' % (orjson.dumps(key), value, ttl_json)
 
 
 async def handle_get(request: web.Request) -> web.Response:
+    app = request.app  # a property chain: read once on the hottest path
     key = validate_key(request, request.query.get("key"))
-    entry = await request.app[BACKEND].get(key)
-    metrics = request.app[METRICS]
+    entry = await app[BACKEND].get(key)
+    metrics = app[METRICS]
     if entry is None:
         metrics.misses.inc()
         raise ApiError(404, "not_found", f"key {key!r} not found")
     metrics.hits.inc()
-    return _json_response(_entry_json(key, entry))
+    return web.Response(body=_entry_json(key, entry), content_type=JSON)
 
 
 async def handle_set(request: web.Request) -> web.Response:
@@ -135,18 +147,31 @@ def _batch(body: dict[str, Any], field: str) -> list[Any]:
     return items
 
 
+def validate_keys(request: web.Request, keys: list[Any], field: str) -> list[str]:
+    """validate_key over a batch: the limit read once, and plain ASCII keys within it (valid
+    UTF-8 of one byte a character) accepted inline; any other key gets validate_key's checks."""
+    limit = request.app[CONFIG].max_key_size
+    for key in keys:
+        if (type(key) is not str or not key or len(key) > limit or not key.isascii()
+                or key.startswith(RESERVED_PREFIX)):
+            validate_key(request, key, field)
+    return keys
+
+
 async def handle_mget(request: web.Request) -> web.Response:
     body = await read_json(request)
-    keys = [validate_key(request, k, "keys[]") for k in _batch(body, "keys")]
+    keys = validate_keys(request, _batch(body, "keys"), "keys[]")
     unique = list(dict.fromkeys(keys))
-    found = await request.app[BACKEND].mget(unique)
+    app = request.app
+    found = await app[BACKEND].mget(unique)
     missing = [k for k in unique if k not in found]
-    metrics = request.app[METRICS]
+    metrics = app[METRICS]
     metrics.hits.inc(len(found))
     metrics.misses.inc(len(missing))
-    dumps = orjson.dumps
-    values = b",".join([dumps(k) + b":" + v[0] for k, v in found.items()])
-    return _json_response(b'{"values":{%b},"missing":%b}' % (values, dumps(missing)))
+    # Stored values are JSON already: Fragment splices them in as they are, one dumps call.
+    fragment = orjson.Fragment
+    values = {k: fragment(v[0]) for k, v in found.items()}
+    return _json_response(orjson.dumps({"values": values, "missing": missing}))
 
 
 async def handle_mset(request: web.Request) -> web.Response:

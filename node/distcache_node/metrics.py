@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import metrics as _prometheus_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from distcache_node.store import Store
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
+_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+_LE = [cast(Callable[[float], str], floatToGoString)(b) for b in _BOUNDS]  # "+Inf" etc.
 
 
 class _StoreCollector(Collector):
@@ -38,38 +45,97 @@ class _StoreCollector(Collector):
         )
 
 
+class _Count:
+    """A counter bumped on the hot path: one attribute add, no lock, no call chain."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class _RequestCollector(Collector):
+    """Builds the request counter and latency histogram families from NodeMetrics' plain
+    tallies at scrape time, sample for sample what prometheus_client's Counter and Histogram
+    would expose (same names, labels, order, and _created series)."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        created = getattr(_prometheus_metrics, "_use_created", True)
+        requests = Metric("distcache_requests", "HTTP requests by operation and status",
+                          "counter")
+        for (op, status), count in list(m._request_counts.items()):
+            labels = {"op": op, "status": str(status)}
+            requests.add_sample("distcache_requests_total", labels, float(count))
+            if created:
+                requests.add_sample("distcache_requests_created", labels,
+                                    m._created[(op, status)])
+        yield requests
+        name = "distcache_request_duration_seconds"
+        latency = Metric(name, "HTTP request latency by operation", "histogram")
+        for op, tally in list(m._latency.items()):
+            cumulative = 0.0
+            for bound, in_bucket in zip(_LE, tally, strict=False):
+                cumulative += in_bucket
+                latency.add_sample(f"{name}_bucket", {"op": op, "le": bound}, cumulative)
+            latency.add_sample(f"{name}_count", {"op": op}, cumulative)
+            latency.add_sample(f"{name}_sum", {"op": op}, float(tally[-1]))
+            if created:
+                latency.add_sample(f"{name}_created", {"op": op}, m._created[op])
+        yield latency
+        for tally_of, family_name, documentation in (
+            (m.hits, "distcache_hits", "Keys found by reads"),
+            (m.misses, "distcache_misses", "Keys not found by reads"),
+        ):
+            family = Metric(family_name, documentation, "counter")
+            family.add_sample(f"{family_name}_total", {}, tally_of.value)
+            if created:
+                family.add_sample(f"{family_name}_created", {}, tally_of.created)
+            yield family
+
+
 class NodeMetrics:
+    """The node's metrics. The per-request ones (observe, hits, misses) are plain Python
+    tallies turned into Prometheus families only when scraped: prometheus_client's Counter
+    and Histogram take a lock and several calls per update, a large share of a GET's CPU.
+    Like the store, updates happen on the event loop thread only."""
+
     def __init__(self, store: Store) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "distcache_requests", "HTTP requests by operation and status",
-            ["op", "status"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "distcache_request_duration_seconds", "HTTP request latency by operation",
-            ["op"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.hits = Counter("distcache_hits", "Keys found by reads", registry=self.registry)
-        self.misses = Counter("distcache_misses", "Keys not found by reads",
-                              registry=self.registry)
+        self.hits = _Count()
+        self.misses = _Count()
+        # (op, status) -> requests; op -> [count per latency bucket..., +Inf, sum of seconds]
+        self._request_counts: dict[tuple[str, int], int] = {}
+        self._latency: dict[str, list[float]] = {}
+        self._created: dict[tuple[str, int] | str, float] = {}
+        self.registry.register(_RequestCollector(self))  # registered first: exposed first
         self.rate_limited = Counter(
             "distcache_rate_limited", "Requests refused by the per-IP rate limiter",
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
-        # Labelled children cached: .labels() takes a lock and builds a tuple each call.
-        self._request_children: dict[tuple[str, int], Callable[[], None]] = {}
-        self._latency_children: dict[str, Callable[[float], None]] = {}
 
     def observe(self, op: str, status: int, seconds: float) -> None:
-        inc = self._request_children.get((op, status))
-        if inc is None:
-            inc = self._request_children[(op, status)] = self.requests.labels(op, str(status)).inc
-        inc()
-        observe = self._latency_children.get(op)
-        if observe is None:
-            observe = self._latency_children[op] = self.latency.labels(op).observe
-        observe(seconds)
+        key = (op, status)
+        counts = self._request_counts
+        if key in counts:
+            counts[key] += 1
+        else:
+            counts[key] = 1
+            self._created[key] = time.time()
+        tally = self._latency.get(op)
+        if tally is None:
+            tally = self._latency[op] = [0.0] * (len(_BOUNDS) + 1)
+            self._created[op] = time.time()
+        tally[bisect_left(_BOUNDS, seconds)] += 1  # le: the first bound >= seconds
+        tally[-1] += seconds
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

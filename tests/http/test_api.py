@@ -1045,3 +1045,18 @@ async def test_rate_limit_answers_429_as_documented(
     # Public endpoints are not limited.
     for _ in range(5):
         await call(http, "GET", url, "/healthz", expect=200)
+
+
+async def test_rate_limiter_keys_are_reserved(node_url: str, http) -> None:
+    """The limiter keeps its counters in the cache: clients may not read, reset or poison
+    them through the data API."""
+    reserved = "__ratelimit__:127.0.0.1:1"
+    async with http.post(f"{node_url}/set", json={"key": reserved, "value": -10**9}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "invalid_key"
+    async with http.post(f"{node_url}/mget", json={"keys": ["ok", reserved]}) as resp:
+        assert resp.status == 400
+    async with http.post(f"{node_url}/incr", json={"key": reserved, "delta": -5}) as resp:
+        assert resp.status == 400
+    async with http.get(f"{node_url}/get", params={"key": reserved}) as resp:
+        assert resp.status == 400

@@ -205,7 +205,10 @@ def pem(tmp_path: Path) -> str:
         ({"port": -1}, "port out of range"),
         ({"max_memory": 0}, "--max-memory must be positive"),
         ({"max_value_size": 0}, "--max-value-size"),
-        ({"max_memory": 1000, "max_value_size": 2000}, "at most --max-memory"),
+        ({"max_memory": 1000, "max_value_size": 2000}, "leave room in --max-memory"),
+        # A value that fits alone but not with its key and bookkeeping: /mset could stop
+        # half-way, so the configuration is refused up front.
+        ({"max_memory": 4096, "max_value_size": 4000}, "leave room in --max-memory"),
         ({"rate_limit": -1.0}, "must not be negative"),
         ({"rate_limit_burst": -1}, "must not be negative"),
         ({"replication": 0}, "--replication must be at least 1"),

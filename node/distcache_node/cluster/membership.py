@@ -60,9 +60,10 @@ class Membership:
         return health is None or (health.alive and health.ready)
 
     def report_failure(self, peer_id: str, error: PeerError) -> None:
-        """Called by the data path: an unreachable peer is routed around immediately."""
+        """Called by the data path: a peer that refuses connections is routed around at
+        once; other failures (a dropped connection, a timeout) are left to the heartbeat."""
         health = self.health.get(peer_id)
-        if health is not None and error.unreachable:
+        if health is not None and error.refused:
             self._mark_dead(peer_id, health, str(error))
 
     def _mark_dead(self, peer_id: str, health: PeerHealth, reason: str) -> None:
@@ -99,8 +100,7 @@ class Membership:
         try:
             info: dict[str, Any] = await peer.ping(timeout=max(self.interval, 0.5))
         except PeerError as exc:
-            refused = isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc)
-            if refused or time.monotonic() - health.last_ok > self.suspect_after:
+            if exc.refused or time.monotonic() - health.last_ok > self.suspect_after:
                 self._mark_dead(peer.id, health, str(exc))
             return
         before = PeerHealth(**vars(health))

@@ -119,8 +119,10 @@ class Migration:
                 if placed is target:
                     continue
                 old = placed.owners(key)
+                # Dead new owners too: the pass then fails and retries until they take it.
+                # (A joining node has no copy anywhere else to refill from.)
                 for member in owners:
-                    if member != node.id and member not in old and node.is_alive(member):
+                    if member != node.id and member not in old:
                         plan[member].append(entry)
             else:
                 dests = node.live_owners(key)
@@ -133,7 +135,10 @@ class Migration:
         failed = await self._send_all(plan) if plan else set()
         store = node.store
         for (key, _, _, version), dests in handoff:
-            if dests and not failed.intersection(dests) and store.version(key) == version:
+            # Drop our copy only once every natural owner holds the key: with an owner down,
+            # we stay one of the copies until it is back.
+            if (set(target.owners(key)) <= set(dests) and not failed.intersection(dests)
+                    and store.version(key) == version):
                 store.delete(key)
                 self.keys_dropped += 1
         self.last_pass_seconds = time.monotonic() - started

@@ -76,7 +76,10 @@ class ClusterNode:
             client = self.peers.get(member.id)
             if member.id != self.id and (client is None or client.url != member.url):
                 assert self.session is not None
-                self.peers[member.id] = PeerClient(member.id, member.url, self.session)
+                self.peers[member.id] = PeerClient(
+                    member.id, member.url, self.session,
+                    sender=(self.id, lambda: self.doc.version),
+                )
         for peer_id in [p for p in self.peers if doc.member(p) is None]:
             del self.peers[peer_id]
         self.membership.sync_peers(set(self.peers))
@@ -85,6 +88,15 @@ class ClusterNode:
         self.ring_changed_at = time.monotonic()
         self.migration.wake()
         return True
+
+    async def catch_up(self, sender: str | None, version: int) -> None:
+        """A peer on a newer ring sent us work: adopt its ring first, so we never act on
+        (and hand keys back along) the ring it has already left."""
+        if version <= self.doc.version or sender is None or sender not in self.peers:
+            return
+        with contextlib.suppress(PeerError, RingError):
+            self.update_ring(RingDoc.from_json(await self.peer(sender).get_ring()),
+                             f"peer {sender}")
 
     def is_alive(self, member: str) -> bool:
         return member == self.id or self.membership.is_alive(member)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -22,10 +22,15 @@ SECRET_HEADER = "X-DistCache-Cluster-Secret"
 class PeerError(Exception):
     """A peer could not be reached or answered with an error."""
 
-    def __init__(self, peer: str, message: str, unreachable: bool = True) -> None:
+    def __init__(
+        self, peer: str, message: str, unreachable: bool = True, refused: bool = False
+    ) -> None:
         super().__init__(f"{peer}: {message}")
         self.peer = peer
-        self.unreachable = unreachable
+        self.unreachable = unreachable  # the call did not get an answer: try elsewhere
+        # No connection could even be made (port closed, host gone): proof of death, unlike
+        # a dropped keep-alive connection or a slow answer, which the heartbeat judges.
+        self.refused = refused
 
 
 def encode_entries(entries: Iterable[WireEntry]) -> bytes:
@@ -52,14 +57,29 @@ def decode_entries(raw: list[Any]) -> list[WireEntry]:
     return out
 
 
+FROM_HEADER = "X-DistCache-From"
+RING_HEADER = "X-DistCache-Ring-Version"
+
+
 class PeerClient:
     def __init__(
-        self, peer_id: str, url: str, session: aiohttp.ClientSession, timeout: float = 5.0
+        self, peer_id: str, url: str, session: aiohttp.ClientSession, timeout: float = 5.0,
+        sender: tuple[str, Callable[[], int]] | None = None,
     ) -> None:
         self.id = peer_id
         self.url = url
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 2.0))
+        # (our member id, our ring version): lets a peer on an older ring catch up before
+        # acting on what we send.
+        self.sender = sender
+
+    def _headers(self, body: bytes | None) -> dict[str, str] | None:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.sender is not None:
+            headers[FROM_HEADER] = self.sender[0]
+            headers[RING_HEADER] = str(self.sender[1]())
+        return headers or None
 
     async def _call(
         self, method: str, path: str, body: bytes | None = None, timeout: float | None = None
@@ -68,7 +88,7 @@ class PeerClient:
         try:
             async with self.session.request(
                 method, self.url + path, data=body, timeout=client_timeout,
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                headers=self._headers(body),
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -77,7 +97,8 @@ class PeerClient:
                                     f"{raw[:200].decode(errors='replace')}", unreachable=False)
                 return orjson.loads(raw) if raw else None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
-            raise PeerError(self.id, f"{method} {path}: {exc!r}") from exc
+            raise PeerError(self.id, f"{method} {path}: {exc!r}",
+                            refused=_refused(exc)) from exc
 
     async def ping(self, timeout: float, announce: str = "") -> dict[str, Any]:
         """`announce` ("id boot_id ready") tells the peer we are up, with which boot."""
@@ -133,7 +154,12 @@ class PeerClient:
                     if line.strip():
                         yield decode_entries(orjson.loads(line))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
-            raise PeerError(self.id, f"export: {exc!r}") from exc
+            raise PeerError(self.id, f"export: {exc!r}", refused=_refused(exc)) from exc
+
+
+def _refused(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError) and not (
+        isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError))
 
 
 def client_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:

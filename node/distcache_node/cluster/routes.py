@@ -11,7 +11,9 @@ from aiohttp import web
 
 from distcache_node.appkeys import CLUSTER
 from distcache_node.cluster.node import ClusterNode
-from distcache_node.cluster.peers import PeerError, decode_entries, encode_entries
+from distcache_node.cluster.peers import (
+    FROM_HEADER, RING_HEADER, PeerError, decode_entries, encode_entries,
+)
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.errors import ApiError, bad_request
 from distcache_node.handlers import read_json, validate_key, validate_ttl
@@ -61,7 +63,7 @@ def _keys(request: web.Request, body: dict[str, Any]) -> list[str]:
     keys = body.get("keys")
     if not isinstance(keys, list):
         raise bad_request("'keys' must be a list")
-    return [validate_key(request, k, "keys[]") for k in keys]
+    return [validate_key(request, k, "keys[]", allow_reserved=True) for k in keys]
 
 
 async def handle_get(request: web.Request) -> web.Response:
@@ -70,8 +72,15 @@ async def handle_get(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+async def _catch_up(request: web.Request) -> None:
+    raw = request.headers.get(RING_HEADER, "")
+    if raw.isdigit():
+        await _node(request).catch_up(request.headers.get(FROM_HEADER), int(raw))
+
+
 async def handle_apply(request: web.Request) -> web.Response:
     body = await read_json(request)
+    await _catch_up(request)
     try:
         entries = decode_entries(body.get("entries") or [])
         deletes = [(str(k), int(v)) for k, v in body.get("deletes") or []]
@@ -86,7 +95,7 @@ async def handle_incr(request: web.Request) -> web.Response:
     from distcache_node.cluster.router import ClusterRouter
 
     body = await read_json(request)
-    key = validate_key(request, body.get("key"))
+    key = validate_key(request, body.get("key"), allow_reserved=True)  # rate limit counters
     delta = body.get("delta", 1)
     if isinstance(delta, bool) or not isinstance(delta, int):
         raise bad_request("'delta' must be an integer", "invalid_delta")
@@ -126,10 +135,11 @@ async def handle_drain(request: web.Request) -> web.Response:
         raise ApiError(409, "not_a_member", "this node is not in the ring")
     if me.state != "leaving":
         doc = node.doc.with_state([node.id], "leaving")
-        node.update_ring(doc, "drain")
+        # Peers first: they must know we are leaving before our keys arrive.
         for peer in list(node.peers.values()):
             with contextlib.suppress(PeerError):  # ring gossip converges the rest
                 await peer.put_ring(doc.to_json())
+        node.update_ring(doc, "drain")
     node.migration.wake()  # a second call re-checks for writes that landed late
     return _json(node.status())
 
