@@ -24,8 +24,20 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create the virtualenv and install DistCache with dev tools
 
 .PHONY: run
-run: $(STAMP) ## Run a local cache (set-up included) on :$(BASE_PORT)
+run: $(STAMP) ## Run a local $(NODES)-node cluster (set-up included) on :$(BASE_PORT)...; Ctrl-C stops it
+	$(VENV)/bin/distcache local up --nodes $(NODES) --base-port $(BASE_PORT) --config config.yaml --dir .local
+
+.PHONY: run-node
+run-node: $(STAMP) ## Run one standalone node on :$(BASE_PORT)
 	$(VENV)/bin/distcache-node --config config.yaml --port $(BASE_PORT)
+
+.PHONY: status
+status: $(STAMP) ## Members, states, keys and migration progress of the `make run` cluster
+	$(VENV)/bin/distcache local status --dir .local
+
+.PHONY: scale
+scale: $(STAMP) ## Resize the `make run` cluster: make scale NODES=5
+	$(VENV)/bin/distcache local scale --dir .local --nodes $(NODES)
 
 .PHONY: test
 test: $(STAMP) ## Run every test tier this machine can run (set-up included)

@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
-
 from support import API_KEY, ROOT, free_port, wait_http
 
 _TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster"}

@@ -3,8 +3,6 @@ as `distcache local up` / `scale`."""
 
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,27 +11,9 @@ import aiohttp
 import pytest
 
 from distcache_node.local.runner import LocalCluster
+from support import free_port_range
 
 API_KEY = "cluster-test-key"
-
-
-def free_port_range(count: int) -> int:
-    """A base port with `count` consecutive free ports after it."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture

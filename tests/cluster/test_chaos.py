@@ -45,7 +45,7 @@ async def _writer(session: aiohttp.ClientSession, cluster: LocalCluster, stop: a
                 else:
                     assert resp.status == 503, await resp.text()  # refused, never half-done
                     counts["refused"] += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             counts["conn_errors"] += 1  # the node we picked is down: a client retries elsewhere
             await asyncio.sleep(0.01)
 

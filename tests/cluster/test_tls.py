@@ -57,9 +57,8 @@ async def test_tls_cluster_serves_and_refuses_foreign_peers(
     # A peer certificate from the cluster CA is admitted without any secret.
     cert, key = certs.make_cert(cluster.tls_dir, "extra-peer", cluster.tls_dir)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            ssl=_ctx(ca, cert, key))) as peer:
-        async with peer.get(f"{urls[0]}/cluster/ping") as resp:
-            assert resp.status == 200
+            ssl=_ctx(ca, cert, key))) as peer, peer.get(f"{urls[0]}/cluster/ping") as resp:
+        assert resp.status == 200
     # Plain HTTP to a TLS node gets nowhere.
     async with aiohttp.ClientSession() as plain:
         with pytest.raises(aiohttp.ClientError):

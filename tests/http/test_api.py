@@ -22,11 +22,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from support import API_KEY, free_port
 from distcache_node import debug, handlers
 from distcache_node.app import create_app
 from distcache_node.appkeys import READY
 from distcache_node.config import NodeConfig
+from support import API_KEY, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC: dict[str, Any] = json.loads((ROOT / "node/distcache_node/openapi.json").read_text())

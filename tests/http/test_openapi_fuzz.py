@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import schemathesis
 
-from support import API_KEY, free_port, wait_http
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
+from support import API_KEY, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"

@@ -1,0 +1,59 @@
+"""`make run` (the README's first command) brings up a local 3-node cluster that answers the
+seed's own curl example, and Ctrl-C stops every node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support import ROOT, free_port_range
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_run_answers_the_seed_curl_example(tmp_path) -> None:
+    base = free_port_range(3)
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"BASE_PORT={base}"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while not any(line.startswith("API key:") for line in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            assert time.monotonic() < deadline, "".join(lines)
+        assert "API key: my-secret-key" in "".join(lines)
+        pids = [int(line.split("(pid ")[1].rstrip(")\n")) for line in lines if "(pid " in line]
+        assert len(pids) == 3
+        curl = shutil.which("curl")
+        assert curl, "curl is needed to run the seed's example as written"
+        out = subprocess.run(
+            [curl, "-s", "-X", "POST", f"http://localhost:{base}/set?api_key=my-secret-key",
+             "-H", "Content-Type: application/json", "-d", '{"key":"user:1","value":"Alice"}'],
+            capture_output=True, text=True, check=True).stdout
+        assert '"stored":true' in out
+        for port in (base, base + 1, base + 2):  # any node answers
+            got = subprocess.run(
+                [curl, "-s", f"http://localhost:{port}/get?key=user:1&api_key=my-secret-key"],
+                capture_output=True, text=True, check=True).stdout
+            assert '"value":"Alice"' in got
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user would
+        proc.wait(timeout=60)
+    for pid in pids:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"node pid {pid} still running"
+            time.sleep(0.1)
