@@ -121,7 +121,7 @@ class ClusterNode:
         """Where to look for a key, in order, each with whether a miss there is final.
 
         Writes go to the live owners, so those hold every acknowledged write; of them the
-        ready ones come first (a restarted owner still refilling may lack older keys). A miss
+        ready ones come first, this node first when it is one of them (a restarted owner still refilling may lack older keys). A miss
         is final only at a ready natural owner outside a ring transition: a stand-in for a
         dead owner, a refilling node or a new owner during migration may just not have it yet.
         """
@@ -129,6 +129,11 @@ class ClusterNode:
         natural = self.target.owners(key)
         transition = self.doc.in_transition
         ready = [m for m in writers if self.is_ready(m)]
+        if self.id in ready and self.id in natural:
+            # Our own copy is as good as the primary's (an acknowledged write is on every
+            # live owner), and reading it saves the hop.
+            ready.remove(self.id)
+            ready.insert(0, self.id)
         order = ready + [m for m in writers if m not in ready]
         candidates = [(m, not transition and m in ready and m in natural) for m in order]
         if transition:

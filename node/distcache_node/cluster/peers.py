@@ -73,6 +73,8 @@ class PeerClient:
         # (our member id, our ring version): lets a peer on an older ring catch up before
         # acting on what we send.
         self.sender = sender
+        self._pending: dict[str, asyncio.Future[Any]] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def _headers(self, body: bytes | None) -> dict[str, str] | None:
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -121,6 +123,41 @@ class PeerClient:
     async def drain(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("POST", "/cluster/drain", b"{}")
         return result
+
+    async def get_one(self, key: str) -> tuple[bytes, float | None] | None:
+        """One key, batched with the other single-key reads for this peer that arrive in the
+        same event-loop turn: under load, one request carries many forwarded GETs."""
+        if self._pending is None:
+            self._pending = {}
+            asyncio.get_running_loop().call_soon(self._flush)
+        waiter = self._pending.get(key)
+        if waiter is None:
+            waiter = self._pending[key] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(waiter)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending or {}, None
+        task = asyncio.get_running_loop().create_task(self._fetch_batch(pending))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _fetch_batch(self, pending: dict[str, asyncio.Future[Any]]) -> None:
+        try:
+            entries = await self.get_many(list(pending))
+        except PeerError as exc:
+            for waiter in pending.values():
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        except BaseException as exc:  # never leave a waiter hanging
+            for waiter in pending.values():
+                if not waiter.done():
+                    waiter.set_exception(PeerError(self.id, repr(exc)))
+            raise
+        found = {key: (value, ttl) for key, value, ttl, _ in entries}
+        for key, waiter in pending.items():
+            if not waiter.done():
+                waiter.set_result(found.get(key))
 
     async def get_many(self, keys: list[str]) -> list[WireEntry]:
         result = await self._call("POST", "/cluster/get", orjson.dumps({"keys": keys}))

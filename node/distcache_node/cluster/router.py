@@ -73,8 +73,24 @@ class ClusterRouter:
         return found
 
     async def get(self, key: str) -> Entry | None:
-        entry = (await self.read_many([key])).get(key)
-        return None if entry is None else (entry[1], entry[2])
+        """read_many for one key, without its batching: the hot path of forwarded GETs."""
+        node = self.node
+        answered = False
+        for member, final in node.read_candidates(key):
+            if member == node.id:
+                entry = node.store.get_with_ttl(key)
+            else:
+                try:
+                    entry = await node.peer(member).get_one(key)
+                except PeerError as exc:
+                    node.report(exc)
+                    continue
+            answered = True
+            if entry is not None or final:
+                return entry
+        if not answered:
+            raise _unavailable("no live owner answered for this key; retry")
+        return None
 
     async def mget(self, keys: list[str]) -> dict[str, Entry]:
         found = await self.read_many(keys)
