@@ -10,7 +10,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from distcache_node.appkeys import (
-    BACKEND, CLUSTER, CONFIG, METRICS, RATE_LIMITER, READY, STORE,
+    BACKEND,
+    CLUSTER,
+    CONFIG,
+    METRICS,
+    RATE_LIMITER,
+    READY,
+    STORE,
 )
 from distcache_node.backend import LocalBackend
 from distcache_node.config import NodeConfig

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 
 CONFIG = web.AppKey("config", NodeConfig)
 STORE = web.AppKey("store", Store)
-BACKEND = web.AppKey("backend", Backend)  # type: ignore[type-abstract]
+BACKEND: web.AppKey[Backend] = web.AppKey("backend")
 METRICS = web.AppKey("metrics", NodeMetrics)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter | None)  # type: ignore[arg-type]
-CLUSTER = web.AppKey("cluster", Any)  # ClusterNode when a ring is configured, else None
-READY = web.AppKey("ready", dict)  # {"ready": bool, "reason": str}
+RATE_LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("rate_limiter")
+# The node's view of the cluster when a ring is configured, else None.
+CLUSTER: web.AppKey[ClusterNode | None] = web.AppKey("cluster")
+READY: web.AppKey[dict[str, Any]] = web.AppKey("ready")  # {"ready": bool, "reason": str}
 # Authorises calls to /cluster/* endpoints; raises ApiError when the caller is not a peer.
-PEER_CHECK = web.AppKey("peer_check", Callable[[web.Request], None])  # type: ignore[arg-type]
+PEER_CHECK: web.AppKey[Callable[[web.Request], None]] = web.AppKey("peer_check")
 
-__all__ = ["BACKEND", "CLUSTER", "CONFIG", "METRICS", "PEER_CHECK", "RATE_LIMITER", "READY", "STORE"]
-if TYPE_CHECKING:
-    __all__ += ["ClusterNode"]
+__all__ = ["BACKEND", "CLUSTER", "CONFIG", "METRICS", "PEER_CHECK", "RATE_LIMITER", "READY",
+           "STORE"]

@@ -70,16 +70,16 @@ class DistCacheClient:
                             self._target = doc.target()
                             self._urls = {m.id: m.url for m in doc.members}
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 last = exc
         if self.ring is None:
             raise ConnectionError(f"no seed answered /cluster/ring: {last!r}")
 
     def _note_version(self, resp: aiohttp.ClientResponse) -> None:
         raw = resp.headers.get(RING_HEADER)
-        if raw is not None and self.ring is not None and int(raw) > self.ring.version:
-            if self._refreshing is None or self._refreshing.done():
-                self._refreshing = asyncio.create_task(self.refresh())
+        newer = raw is not None and self.ring is not None and int(raw) > self.ring.version
+        if newer and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self.refresh())
 
     def owner_url(self, key: str) -> str:
         assert self.ring is not None, "use `async with` or call refresh() first"
@@ -88,7 +88,7 @@ class DistCacheClient:
 
     async def _call(self, method: str, url: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         """One request; if that node is unreachable, any other node can serve it."""
-        candidates = [url] + random.sample(list(self._urls.values()), len(self._urls))
+        candidates = [url, *random.sample(list(self._urls.values()), len(self._urls))]
         last: Exception | None = None
         for base in dict.fromkeys(candidates):
             try:
@@ -96,7 +96,7 @@ class DistCacheClient:
                     self._note_version(resp)
                     body = await resp.read()
                     return resp.status, orjson.loads(body) if body else None
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 last = exc
         raise ConnectionError(f"no node reachable: {last!r}")
 

@@ -75,7 +75,9 @@ class NodeConfig:
     replication: int = 2
     write_quorum: int = 0  # 0: all live owners, at least 2 when R >= 2
     heartbeat_interval: float = 1.0
-    suspect_after: float = 2.5
+    # A refused connection convicts a peer at once (a killed process); mere silence only
+    # after this long, so a node slowed by load is not declared dead and written around.
+    suspect_after: float = 5.0
 
     @property
     def body_limit(self) -> int:

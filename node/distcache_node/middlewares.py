@@ -84,9 +84,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
             ("cluster", PEER) if request.path.startswith("/cluster/") else UNMATCHED
         )
     protocol = request.protocol
-    guarded = isinstance(protocol, GuardedRequestHandler)
-    if guarded:
-        protocol._distcache_in_request = True  # type: ignore[union-attr]
+    guarded = protocol if isinstance(protocol, GuardedRequestHandler) else None
+    if guarded is not None:
+        guarded._distcache_in_request = True
     rate_headers: dict[str, str] | None = None
     try:
         if access == API:
@@ -118,9 +118,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         log.exception("internal error on %s %s", request.method, request.path)
         response = json_error(500, "internal_error", "internal error; see the node's log")
     finally:
-        if guarded:
-            protocol._distcache_in_request = False  # type: ignore[union-attr]
-            protocol._distcache_pending_since = None  # type: ignore[union-attr]
+        if guarded is not None:
+            guarded._distcache_in_request = False
+            guarded._distcache_pending_since = None
     if rate_headers is not None and response.status != 429:
         response.headers.update(rate_headers)
     cluster = app[CLUSTER]

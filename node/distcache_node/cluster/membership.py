@@ -36,7 +36,7 @@ class Membership:
     def __init__(
         self,
         interval: float = 1.0,
-        suspect_after: float = 2.5,
+        suspect_after: float = 5.0,
         on_change: Callable[[str, PeerHealth, PeerHealth], None] | None = None,
     ) -> None:
         self.interval = interval
@@ -98,7 +98,9 @@ class Membership:
         if not health.alive and now < health.next_probe:
             return
         try:
-            info: dict[str, Any] = await peer.ping(timeout=max(self.interval, 0.5))
+            # Generous: a late answer is still an answer; only silence past suspect_after
+            # (or a refused connection) counts against the peer.
+            info: dict[str, Any] = await peer.ping(timeout=max(2 * self.interval, 1.0))
         except PeerError as exc:
             if exc.refused or time.monotonic() - health.last_ok > self.suspect_after:
                 self._mark_dead(peer.id, health, str(exc))
@@ -116,9 +118,16 @@ class Membership:
             self.on_change(peer.id, before, health)
 
     async def run(self, peers: Callable[[], list[PeerClient]]) -> None:
-        while True:
-            started = time.monotonic()
-            clients = peers()
-            if clients:
-                await asyncio.gather(*(self.probe(p) for p in clients))
-            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+        """Probe each peer on its own schedule: a slow answer from one never holds up the
+        next round for the others."""
+        in_flight: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for peer in peers():
+                    task = in_flight.get(peer.id)
+                    if task is None or task.done():
+                        in_flight[peer.id] = asyncio.create_task(self.probe(peer))
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in in_flight.values():
+                task.cancel()

@@ -20,7 +20,12 @@ from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, PEER_CHECK, READY, 
 from distcache_node.cluster.membership import Membership, PeerHealth
 from distcache_node.cluster.migration import Migration
 from distcache_node.cluster.peers import (
-    SECRET_HEADER, PeerClient, PeerError, WireEntry, client_ssl_context, make_session,
+    SECRET_HEADER,
+    PeerClient,
+    PeerError,
+    WireEntry,
+    client_ssl_context,
+    make_session,
 )
 from distcache_node.cluster.replication import VersionClock
 from distcache_node.cluster.ring import Ring, RingDoc, RingError
@@ -121,9 +126,10 @@ class ClusterNode:
         """Where to look for a key, in order, each with whether a miss there is final.
 
         Writes go to the live owners, so those hold every acknowledged write; of them the
-        ready ones come first, this node first when it is one of them (a restarted owner still refilling may lack older keys). A miss
-        is final only at a ready natural owner outside a ring transition: a stand-in for a
-        dead owner, a refilling node or a new owner during migration may just not have it yet.
+        ready ones come first, this node first when it is one of them (a restarted owner
+        still refilling may lack older keys). A miss is final only at a ready natural owner
+        outside a ring transition: a stand-in for a dead owner, a refilling node or a new
+        owner during migration may just not have it yet.
         """
         writers = self.live_owners(key)
         natural = self.target.owners(key)
@@ -187,11 +193,11 @@ class ClusterNode:
                 continue
             if store.apply(key, value, ttl, version):
                 applied += 1
-        if entries and (self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE):
-            # A coordinator still on the old ring may write to an owner that is no longer
-            # one: let the migration hand such keys on.
-            if any(self.id not in self.target.owners(e[0]) for e in entries):
-                self.migration.wake()
+        # A coordinator still on the old ring may write to an owner that is no longer one:
+        # let the migration hand such keys on.
+        recent = self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE
+        if entries and recent and any(self.id not in self.target.owners(e[0]) for e in entries):
+            self.migration.wake()
         return applied, deleted
 
     def local_incr(self, key: str, delta: int, ttl: float | None) -> WireEntry:
@@ -281,9 +287,9 @@ def peer_check(app: web.Application, node: ClusterNode) -> None:
     config = app[CONFIG]
 
     def check(request: web.Request) -> None:
-        if config.tls_ca and request.transport is not None:
-            if request.transport.get_extra_info("peercert"):
-                return  # verified by the TLS layer against the cluster CA
+        transport = request.transport
+        if config.tls_ca and transport is not None and transport.get_extra_info("peercert"):
+            return  # verified by the TLS layer against the cluster CA
         given = request.headers.get(SECRET_HEADER)
         if config.cluster_secret and given is not None and hmac.compare_digest(
             given.encode(), config.cluster_secret.encode()
@@ -302,7 +308,8 @@ def peer_check(app: web.Application, node: ClusterNode) -> None:
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
-    node: ClusterNode = app[CLUSTER]
+    node = app[CLUSTER]
+    assert node is not None, "set up by setup_cluster"
     config = node.config
     ssl_ctx = (client_ssl_context(config.tls_cert, config.tls_key, config.tls_ca)
                if config.tls_enabled else None)

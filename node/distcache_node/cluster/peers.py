@@ -98,7 +98,7 @@ class PeerClient:
                     raise PeerError(self.id, f"{method} {path} -> {resp.status}: "
                                     f"{raw[:200].decode(errors='replace')}", unreachable=False)
                 return orjson.loads(raw) if raw else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"{method} {path}: {exc!r}",
                             refused=_refused(exc)) from exc
 
@@ -190,7 +190,7 @@ class PeerClient:
                 async for line in resp.content:
                     if line.strip():
                         yield decode_entries(orjson.loads(line))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"export: {exc!r}", refused=_refused(exc)) from exc
 
 

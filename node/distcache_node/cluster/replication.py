@@ -1,8 +1,9 @@
 """Write versions and quorum fan-out.
 
-Every write gets a version from the coordinating node's hybrid clock (wall-clock microseconds,
-never going backwards, ties broken by node; fits a signed 64-bit integer until year 2250). Replicas apply a write only when it is newer than
-what they hold, so late or repeated messages never undo a newer write (last writer wins).
+Every write gets a version from the coordinating node's hybrid clock: wall-clock microseconds,
+never going backwards, ties broken by node, in a signed 64-bit integer until about 2250.
+Replicas apply a write only when it is newer than what they hold, so late or repeated
+messages never undo a newer write (last writer wins).
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ from aiohttp import web
 from distcache_node.appkeys import CLUSTER
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import (
-    FROM_HEADER, RING_HEADER, PeerError, decode_entries, encode_entries,
+    FROM_HEADER,
+    RING_HEADER,
+    PeerError,
+    decode_entries,
+    encode_entries,
 )
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.errors import ApiError, bad_request
@@ -22,7 +26,8 @@ EXPORT_BATCH = 2000
 
 
 def _node(request: web.Request) -> ClusterNode:
-    node: ClusterNode = request.app[CLUSTER]
+    node = request.app[CLUSTER]
+    assert node is not None, "cluster routes exist only on a clustered node"
     return node
 
 

@@ -55,7 +55,8 @@ class ClusterState:
     def load(cls, directory: Path) -> ClusterState:
         path = directory / "cluster.json"
         if not path.exists():
-            raise SystemExit(f"no local cluster in {directory} (start one with `distcache local up`)")
+            raise SystemExit(f"no local cluster in {directory} "
+                             "(start one with `distcache local up`)")
         data = json.loads(path.read_text())
         data["nodes"] = [NodeProc(**n) for n in data["nodes"]]
         return cls(**data)
