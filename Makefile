@@ -41,6 +41,7 @@ scale: $(STAMP) ## Resize the `make run` cluster: make scale NODES=5
 
 .PHONY: test
 test: $(STAMP) ## Run every test tier this machine can run (set-up included)
+	@scripts/ensure-debs.sh curl=curl
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -53,8 +54,10 @@ lint: $(STAMP) ## ruff and mypy (strict)
 	$(VENV)/bin/mypy
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks side by side with their anchors; writes bench/results/
+bench: $(STAMP) ## Benchmarks side by side with their anchors; writes docs/benchmarks.md
+	@scripts/ensure-debs.sh wrk=wrk redis-server=redis-server redis-benchmark=redis-tools
 	$(PY) bench/run.py
+	$(PY) bench/cluster.py
 
 .PHONY: clean
 clean: ## Remove the venv, caches and local cluster state

@@ -95,3 +95,32 @@ def node_process() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+_ALL_TIERS = {
+    "unit": "in-process",
+    "http": "real node servers on loopback",
+    "cluster": "real node processes on loopback",
+}
+_NOT_YET = {
+    "apiserver": "no tests yet: the operator (operator/) is a later stage",
+    "e2e": "no tests yet: the kind e2e suite (e2e/) is a later stage",
+}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which tiers ran, and which did not and why (`make test` runs what it can)."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error", "xfailed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            keywords = getattr(report, "keywords", {})
+            tier = next((t for t in _ALL_TIERS if t in keywords), "other")
+            counts.setdefault(tier, {}).setdefault(outcome, 0)
+            counts[tier][outcome] += 1
+    terminalreporter.section("test tiers")
+    for tier, what in _ALL_TIERS.items():
+        got = counts.get(tier)
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(got.items())) if got else "not run"
+        terminalreporter.write_line(f"{tier:10} {summary:40} ({what})")
+    for tier, why in _NOT_YET.items():
+        terminalreporter.write_line(f"{tier:10} {why}")
