@@ -21,7 +21,7 @@ from distcache_node.appkeys import (
 from distcache_node.backend import LocalBackend
 from distcache_node.config import NodeConfig
 from distcache_node.metrics import NodeMetrics
-from distcache_node.middlewares import setup_middlewares
+from distcache_node.pipeline import add_fallback_routes
 from distcache_node.ratelimit import RateLimiter
 from distcache_node.routes import setup_routes
 from distcache_node.store import Store
@@ -64,7 +64,7 @@ def create_app(config: NodeConfig) -> web.Application:
         # Built on the app's backend, so on a cluster the counters are cluster-wide.
         app[RATE_LIMITER] = RateLimiter(app[BACKEND], config.rate_limit, config.rate_limit_burst)
     setup_routes(app)
-    setup_middlewares(app)
+    add_fallback_routes(app)
     app.cleanup_ctx.append(active_expiry)
     if not config.api_key:
         log.warning("no API key configured: the data API is open to anyone who can reach it")

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from distcache_node.cluster.ring import RingDoc
-from distcache_node.middlewares import RING_VERSION_HEADER as RING_HEADER
+from distcache_node.pipeline import RING_VERSION_HEADER as RING_HEADER
 
 
 class CacheError(Exception):

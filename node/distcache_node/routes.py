@@ -8,6 +8,7 @@ from aiohttp import web
 
 from distcache_node import debug, handlers
 from distcache_node.appkeys import METRICS, READY
+from distcache_node.pipeline import API, PUBLIC, add_route
 
 OPENAPI_JSON = resources.files("distcache_node").joinpath("openapi.json").read_bytes()
 
@@ -34,17 +35,22 @@ async def handle_openapi(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/get", handlers.handle_get, allow_head=False)
-    r.add_post("/set", handlers.handle_set)
-    r.add_delete("/delete", handlers.handle_delete)
-    r.add_post("/delete", handlers.handle_delete)
-    r.add_post("/mget", handlers.handle_mget)
-    r.add_post("/mset", handlers.handle_mset)
-    r.add_post("/incr", handlers.handle_incr)
-    r.add_get("/healthz", handle_healthz)
-    r.add_get("/readyz", handle_readyz)
-    r.add_get("/metrics", handle_metrics)
-    r.add_get("/openapi.json", handle_openapi)
-    r.add_get("/debug/profile", debug.handle_profile)
-    r.add_get("/debug/heap", debug.handle_heap)
+    """Every route with its metrics name and who may call it; the pipeline wraps each."""
+    for method, path, handler, op, access in [
+        ("GET", "/get", handlers.handle_get, "get", API),
+        ("POST", "/set", handlers.handle_set, "set", API),
+        ("DELETE", "/delete", handlers.handle_delete, "delete", API),
+        ("POST", "/delete", handlers.handle_delete, "delete", API),
+        ("POST", "/mget", handlers.handle_mget, "mget", API),
+        ("POST", "/mset", handlers.handle_mset, "mset", API),
+        ("POST", "/incr", handlers.handle_incr, "incr", API),
+        ("GET", "/healthz", handle_healthz, "healthz", PUBLIC),
+        ("GET", "/readyz", handle_readyz, "readyz", PUBLIC),
+        ("GET", "/metrics", handle_metrics, "metrics", PUBLIC),
+        ("GET", "/openapi.json", handle_openapi, "openapi", PUBLIC),
+        ("GET", "/debug/profile", debug.handle_profile, "debug", API),
+        ("GET", "/debug/heap", debug.handle_heap, "debug", API),
+    ]:
+        add_route(app, method, path, handler, op, access)
+        if method == "GET" and path != "/get":
+            add_route(app, "HEAD", path, handler, op, access)

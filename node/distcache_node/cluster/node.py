@@ -31,7 +31,7 @@ from distcache_node.cluster.replication import VersionClock
 from distcache_node.cluster.ring import Ring, RingDoc, RingError
 from distcache_node.config import NodeConfig
 from distcache_node.errors import ApiError
-from distcache_node.middlewares import api_key_of
+from distcache_node.pipeline import api_key_of
 from distcache_node.store import Store
 
 log = logging.getLogger("distcache.cluster")

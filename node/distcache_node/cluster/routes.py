@@ -21,6 +21,7 @@ from distcache_node.cluster.peers import (
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.errors import ApiError, bad_request
 from distcache_node.handlers import read_json, validate_key, validate_ttl
+from distcache_node.pipeline import PEER, add_route
 
 EXPORT_BATCH = 2000
 
@@ -150,13 +151,15 @@ async def handle_drain(request: web.Request) -> web.Response:
 
 
 def setup_cluster_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/cluster/ping", handle_ping)
-    r.add_get("/cluster/ring", handle_get_ring)
-    r.add_put("/cluster/ring", handle_put_ring)
-    r.add_get("/cluster/status", handle_status)
-    r.add_post("/cluster/get", handle_get)
-    r.add_post("/cluster/apply", handle_apply)
-    r.add_post("/cluster/incr", handle_incr)
-    r.add_post("/cluster/export", handle_export)
-    r.add_post("/cluster/drain", handle_drain)
+    for method, path, handler in [
+        ("GET", "/cluster/ping", handle_ping),
+        ("GET", "/cluster/ring", handle_get_ring),
+        ("PUT", "/cluster/ring", handle_put_ring),
+        ("GET", "/cluster/status", handle_status),
+        ("POST", "/cluster/get", handle_get),
+        ("POST", "/cluster/apply", handle_apply),
+        ("POST", "/cluster/incr", handle_incr),
+        ("POST", "/cluster/export", handle_export),
+        ("POST", "/cluster/drain", handle_drain),
+    ]:
+        add_route(app, method, path, handler, "cluster", PEER)

@@ -1,0 +1,168 @@
+"""Every request's way through the node: errors to JSON, auth, rate limit, gzip, metrics.
+
+Wrapped around each route's handler when the routes are set up (`add_route`), rather than
+being an aiohttp middleware: a middleware chain runs on every request, and everything the
+wrapper needs (the route's name and access, config, metrics, limiter) is known per route,
+so it is looked up once at set-up instead of once per request. The node's GET path is
+benchmarked against a bare aiohttp handler. Unknown paths and wrong methods get their JSON
+404/405 from catch-all routes (`add_fallback_routes`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+
+from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
+from distcache_node.errors import ApiError, json_error
+from distcache_node.serve import GuardedRequestHandler
+from distcache_node.store import EntryTooLarge, NotAnInteger
+
+log = logging.getLogger("distcache.node")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Who may call a route: anyone, data API clients (API key), or cluster peers only.
+PUBLIC, API, PEER = "public", "api", "peer"
+RING_VERSION_HEADER = "X-DistCache-Ring-Version"
+
+_HTTP_ERROR_CODES = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    411: "length_required", 413: "body_too_large", 415: "unsupported_media_type",
+    431: "headers_too_large",
+}
+
+
+def api_key_of(request: web.Request) -> str | None:
+    return request.headers.get("X-API-Key") or request.query.get("api_key")
+
+
+def check_api_key(request: web.Request, expected: str) -> None:
+    given = api_key_of(request)
+    if given is None:
+        raise ApiError(401, "unauthorized", "missing API key: send the X-API-Key header",
+                       {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+    # Header values arrive surrogate-escaped when they are not UTF-8: compare the raw bytes.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+        raise ApiError(401, "unauthorized", "invalid API key",
+                       {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
+def _peer_check(request: web.Request) -> None:
+    """Internal endpoints: replaced by the cluster module's check when clustering is on."""
+    raise ApiError(404, "not_found", "cluster endpoints are not enabled on this node")
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    headers = {}
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    code = _HTTP_ERROR_CODES.get(exc.status, "http_error")
+    message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if isinstance(exc, web.HTTPNotFound):
+        message = "no such endpoint"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        message = f"method {exc.method} not allowed here; allowed: {headers['Allow']}"
+    return json_error(exc.status, code, message, headers)
+
+
+def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handler:
+    """The handler with the node's request pipeline around it. `op` names the route in
+    metrics; `access` is PUBLIC, API or PEER."""
+    config = app[CONFIG]
+    metrics = app[METRICS]
+    limiter = app[RATE_LIMITER] if access == API else None
+    api_key = config.api_key if access == API else ""
+    peer_check = app.get(PEER_CHECK, _peer_check) if access == PEER else None
+    cluster = app[CLUSTER] if access == API else None
+    gzip_min = config.gzip_min_size
+    observe = metrics.observe
+    perf_counter = time.perf_counter
+
+    async def pipeline(request: web.Request) -> web.StreamResponse:
+        start = perf_counter()
+        protocol = request.protocol
+        guarded = protocol if isinstance(protocol, GuardedRequestHandler) else None
+        if guarded is not None:
+            guarded._distcache_in_request = True
+        rate_headers: dict[str, str] | None = None
+        try:
+            if api_key:
+                check_api_key(request, api_key)
+            if limiter is not None:
+                decision = await limiter.check(request.remote or "unknown")
+                rate_headers = decision.headers()
+                if not decision.allowed:
+                    metrics.rate_limited.inc()
+                    raise ApiError(429, "rate_limited",
+                                   f"too many requests: limit is {decision.limit} per second",
+                                   rate_headers)
+            if peer_check is not None:
+                peer_check(request)
+            response = await handler(request)
+        except ApiError as exc:
+            response = exc.response()
+        except web.HTTPException as exc:
+            response = _from_http_exception(exc)
+        except NotAnInteger as exc:
+            response = json_error(409, "not_an_integer", str(exc))
+        except EntryTooLarge as exc:
+            response = json_error(413, "value_too_large", str(exc))
+        except ConnectionResetError:
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = json_error(500, "internal_error", "internal error; see the node's log")
+        finally:
+            if guarded is not None:
+                guarded._distcache_in_request = False
+                guarded._distcache_pending_since = None
+        if rate_headers is not None and response.status != 429:
+            response.headers.update(rate_headers)
+        if cluster is not None:
+            # Ring-aware clients refresh their ring when this moves past the one they hold.
+            response.headers[RING_VERSION_HEADER] = str(cluster.doc.version)
+        body = getattr(response, "body", None)
+        if (
+            type(body) is bytes
+            and len(body) >= gzip_min
+            and "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
+        ):
+            response.enable_compression(web.ContentCoding.gzip)
+        observe(op, response.status, perf_counter() - start)
+        return response
+
+    return pipeline
+
+
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, op: str, access: str
+) -> None:
+    app.router.add_route(method, path, wrap(app, handler, op, access))
+
+
+def add_fallback_routes(app: web.Application) -> None:
+    """JSON 405 (with Allow) for a known path with another method, JSON 404 for any other
+    path. Called once every real route is in place. Neither asks for a key: they reveal
+    nothing."""
+    for resource in list(app.router.resources()):
+        allowed = {route.method for route in resource}
+        if hdrs.METH_ANY in allowed:
+            continue
+        allow = ",".join(sorted(allowed))
+
+        async def method_not_allowed(request: web.Request, allow: str = allow) -> web.Response:
+            raise ApiError(405, "method_not_allowed",
+                           f"method {request.method} not allowed here; allowed: {allow}",
+                           {"Allow": allow})
+
+        resource.add_route(hdrs.METH_ANY, wrap(app, method_not_allowed, "unmatched", PUBLIC))
+
+    async def not_found(request: web.Request) -> web.Response:
+        raise ApiError(404, "not_found", "no such endpoint")
+
+    app.router.add_route(hdrs.METH_ANY, "/{path:.*}", wrap(app, not_found, "unmatched", PUBLIC))
