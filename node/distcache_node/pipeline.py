@@ -13,10 +13,10 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
+from multidict import istr
 
 from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.errors import ApiError, json_error
@@ -26,6 +26,7 @@ from distcache_node.store import EntryTooLarge, NotAnInteger
 log = logging.getLogger("distcache.node")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A handler function marked with `distcache_sync = True` returns its response directly.
 # Who may call a route: anyone, data API clients (API key), or cluster peers only.
 PUBLIC, API, PEER = "public", "api", "peer"
 RING_VERSION_HEADER = "X-DistCache-Ring-Version"
@@ -37,8 +38,19 @@ _HTTP_ERROR_CODES = {
 }
 
 
+API_KEY_HEADER = istr("X-API-Key")  # pre-folded: a faster header lookup on every request
+
+
 def api_key_of(request: web.Request) -> str | None:
-    return request.headers.get("X-API-Key") or request.query.get("api_key")
+    return request.headers.get(API_KEY_HEADER) or request.query.get("api_key")
+
+
+def keys_match(given: str, expected: str) -> bool:
+    """Constant-time comparison. Plain ASCII compares as str; header values that are not
+    UTF-8 arrive surrogate-escaped, so anything else compares as raw bytes."""
+    if given.isascii() and expected.isascii():
+        return hmac.compare_digest(given, expected)
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def check_api_key(request: web.Request, expected: str) -> None:
@@ -46,8 +58,7 @@ def check_api_key(request: web.Request, expected: str) -> None:
     if given is None:
         raise ApiError(401, "unauthorized", "missing API key: send the X-API-Key header",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
-    # Header values arrive surrogate-escaped when they are not UTF-8: compare the raw bytes.
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+    if not keys_match(given, expected):
         raise ApiError(401, "unauthorized", "invalid API key",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
 
@@ -80,6 +91,7 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handle
     peer_check = app.get(PEER_CHECK, _peer_check) if access == PEER else None
     cluster = app[CLUSTER] if access == API else None
     gzip_min = config.gzip_min_size
+    sync = getattr(handler, "distcache_sync", False)  # a plain function, not a coroutine
     observe = metrics.observe
     perf_counter = time.perf_counter
 
@@ -103,7 +115,9 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handle
                                    rate_headers)
             if peer_check is not None:
                 peer_check(request)
-            response = await handler(request)
+            response: web.StreamResponse = (
+                handler(request) if sync else await handler(request)  # type: ignore[assignment]
+            )
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:
@@ -160,6 +174,7 @@ def add_fallback_routes(app: web.Application) -> None:
                            f"method {request.method} not allowed here; allowed: {allow}",
                            {"Allow": allow})
 
+        assert isinstance(resource, web.Resource)
         resource.add_route(hdrs.METH_ANY, wrap(app, method_not_allowed, "unmatched", PUBLIC))
 
     async def not_found(request: web.Request) -> web.Response:

@@ -37,7 +37,7 @@ async def handle_openapi(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     """Every route with its metrics name and who may call it; the pipeline wraps each."""
     for method, path, handler, op, access in [
-        ("GET", "/get", handlers.handle_get, "get", API),
+        ("GET", "/get", handlers.get_handler(app), "get", API),
         ("POST", "/set", handlers.handle_set, "set", API),
         ("DELETE", "/delete", handlers.handle_delete, "delete", API),
         ("POST", "/delete", handlers.handle_delete, "delete", API),

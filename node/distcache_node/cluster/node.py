@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 import uuid
@@ -31,7 +30,7 @@ from distcache_node.cluster.replication import VersionClock
 from distcache_node.cluster.ring import Ring, RingDoc, RingError
 from distcache_node.config import NodeConfig
 from distcache_node.errors import ApiError
-from distcache_node.pipeline import api_key_of
+from distcache_node.pipeline import api_key_of, keys_match
 from distcache_node.store import Store
 
 log = logging.getLogger("distcache.cluster")
@@ -291,15 +290,13 @@ def peer_check(app: web.Application, node: ClusterNode) -> None:
         if config.tls_ca and transport is not None and transport.get_extra_info("peercert"):
             return  # verified by the TLS layer against the cluster CA
         given = request.headers.get(SECRET_HEADER)
-        if config.cluster_secret and given is not None and hmac.compare_digest(
-            given.encode(), config.cluster_secret.encode()
-        ):
+        if config.cluster_secret and given is not None and keys_match(given,
+                                                                        config.cluster_secret):
             return
         # Read-only views are for users and clients too, with the data API key.
         if request.method == "GET" and request.path in ("/cluster/ring", "/cluster/status"):
             key = api_key_of(request)
-            if not config.api_key or (key and hmac.compare_digest(key.encode(),
-                                                                    config.api_key.encode())):
+            if not config.api_key or (key and keys_match(key, config.api_key)):
                 return
         raise ApiError(403, "forbidden", "cluster endpoints accept only peers "
                        "(a peer certificate or the cluster secret)")
