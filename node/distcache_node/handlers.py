@@ -24,10 +24,12 @@ def _json_response(body: bytes, status: int = 200) -> web.Response:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    config = request.app[CONFIG]
     try:
-        async with asyncio.timeout(config.request_read_timeout):
-            raw = await request.read()
+        if request.content.is_eof():
+            raw = await request.read()  # all here already: no timer to arm
+        else:
+            async with asyncio.timeout(request.app[CONFIG].request_read_timeout):
+                raw = await request.read()
     except TimeoutError:
         raise ApiError(408, "request_timeout", "request body not received in time") from None
     except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
