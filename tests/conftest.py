@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,7 +20,9 @@ from aiohttp.test_utils import TestServer
 
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
-from support import API_KEY, ROOT, free_port, wait_http
+from support import API_KEY, ROOT, clean_env, free_port, wait_ready
+
+NODE_COMMAND = [sys.executable, "-m", "distcache_node.cli"]
 
 _TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster"}
 
@@ -77,17 +79,21 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def node_process() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
-    """Starts `distcache-node` as a real process; stopped (by PID) after the test."""
+    """Starts `distcache-node` as a real process on a free port, with the given flags and
+    optionally another command, extra environment, cwd and (for HTTPS) a client TLS context;
+    returns (process, base URL) once /healthz answers. Stopped by PID after the test."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-        port = port or free_port()
-        cmd = [sys.executable, "-m", "distcache_node.cli", "--port", str(port), *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    def start(*args: str, env: dict[str, str] | None = None, cmd: list[str] | None = None,
+              cwd: Path | None = None, context: ssl.SSLContext | None = None,
+              ) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        proc = subprocess.Popen([*(cmd or NODE_COMMAND), *args, "--port", str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=clean_env(env), cwd=cwd)
         procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/healthz")
+        url = f"{'https' if context else 'http'}://127.0.0.1:{port}"
+        wait_ready(proc, url, context)
         return proc, url
 
     yield start

@@ -4,9 +4,13 @@ module name `conftest` would mean whichever pytest imported last."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import ssl
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +55,35 @@ def free_port_range(count: int) -> int:
             for sock in socks:
                 sock.close()
     raise RuntimeError("no free port range")
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test runner's own DISTCACHE_* variables must not leak into the node."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTCACHE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def process_output(proc: subprocess.Popen[bytes]) -> str:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert proc.stdout is not None
+    return proc.stdout.read().decode(errors="replace")
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str,
+                context: ssl.SSLContext | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited with {proc.returncode}:\n{process_output(proc)}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1, context=context) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node not ready at {url}:\n{process_output(proc)}") from None
+            time.sleep(0.05)

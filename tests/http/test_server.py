@@ -12,7 +12,6 @@ import datetime
 import gzip
 import ipaddress
 import json
-import os
 import shutil
 import signal
 import socket
@@ -24,7 +23,7 @@ import time
 import tracemalloc
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import API_KEY, ROOT, free_port
+from support import API_KEY, ROOT
+from support import clean_env as _clean_env
+from support import process_output as _output
 
 NODE = [sys.executable, "-m", "distcache_node.cli"]
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], str]]
@@ -42,60 +43,10 @@ Spawn = Callable[..., tuple[subprocess.Popen[bytes], str]]
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test runner's own DISTCACHE_* variables must not leak into the node."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTCACHE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def _output(proc: subprocess.Popen[bytes]) -> str:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    assert proc.stdout is not None
-    return proc.stdout.read().decode(errors="replace")
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str,
-                context: ssl.SSLContext | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"node exited with {proc.returncode}:\n{_output(proc)}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1, context=context) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"node not ready at {url}:\n{_output(proc)}") from None
-            time.sleep(0.05)
-
-
 @pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Like conftest's node_process, with a chosen command, environment, cwd and TLS."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, cmd: list[str] | None = None,
-              cwd: Path | None = None, context: ssl.SSLContext | None = None,
-              ) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        proc = subprocess.Popen([*(cmd or NODE), *args, "--port", str(port)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=_clean_env(env), cwd=cwd)
-        procs.append(proc)
-        url = f"{'https' if context else 'http'}://127.0.0.1:{port}"
-        _wait_ready(proc, url, context)
-        return proc, url
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+def spawn(node_process: Spawn) -> Spawn:
+    """conftest's node_process, under the name these tests grew up with."""
+    return node_process
 
 
 def call(url: str, path: str, body: Any = None, key: str | None = API_KEY,
