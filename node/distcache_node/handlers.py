@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -100,11 +100,13 @@ def _ttl_json(ttl: float | None) -> bytes:
     return b"null" if ttl is None else orjson.dumps(round(ttl, 3))
 
 
-def get_handler(app: web.Application) -> Callable[[web.Request], Any]:
+def get_handler(
+    app: web.Application,
+) -> Callable[[web.Request], web.Response | Awaitable[web.Response]]:
     """GET /get, the hottest path: built per app so the limit, backend and counters are
     looked up once, not on every request (app[...] is a Python-level call each time). On a
-    single node the store answers at once, so the handler is a plain function (marked
-    SYNC_HANDLER for the pipeline): no coroutines to create and drive per request."""
+    single node the store answers at once, so the handler is a plain function: no
+    coroutines to create and drive per request."""
     max_key_size = app[CONFIG].max_key_size
     backend = app[BACKEND]
     metrics = app[METRICS]
@@ -150,14 +152,23 @@ def get_handler(app: web.Application) -> Callable[[web.Request], Any]:
             body = b'{"key":%b,"value":%b,"ttl":%b}' % (dumps(key), value, ttl_json)
             return web.Response(body=body, content_type=JSON)
 
-        handle_get_local.distcache_sync = True  # type: ignore[attr-defined]
         return handle_get_local
 
+    # A cluster: answered at once when this node's own copy is authoritative, otherwise
+    # by a coroutine that asks the owners.
+    read_local = getattr(backend, "read_local", None)
     backend_get = backend.get
 
-    async def handle_get(request: web.Request) -> web.Response:
-        key = key_of(request)
+    async def get_remote(key: str) -> web.Response:
         return respond(key, await backend_get(key))
+
+    def handle_get(request: web.Request) -> web.Response | Awaitable[web.Response]:
+        key = key_of(request)
+        if read_local is not None:
+            found, entry = read_local(key)
+            if found:
+                return respond(key, entry)
+        return get_remote(key)
 
     return handle_get
 

@@ -25,8 +25,11 @@ from distcache_node.store import EntryTooLarge, NotAnInteger
 
 log = logging.getLogger("distcache.node")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# A handler function marked with `distcache_sync = True` returns its response directly.
+# A handler returns its response, or an awaitable of it: a plain function can answer at once
+# when it can (a local read), sparing a coroutine per request, and defer to a coroutine when
+# it cannot (a read from a peer).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse] | web.StreamResponse]
+WrappedHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what aiohttp calls
 # Who may call a route: anyone, data API clients (API key), or cluster peers only.
 PUBLIC, API, PEER = "public", "api", "peer"
 RING_VERSION_HEADER = "X-DistCache-Ring-Version"
@@ -81,7 +84,7 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return json_error(exc.status, code, message, headers)
 
 
-def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handler:
+def wrap(app: web.Application, handler: Handler, op: str, access: str) -> WrappedHandler:
     """The handler with the node's request pipeline around it. `op` names the route in
     metrics; `access` is PUBLIC, API or PEER."""
     config = app[CONFIG]
@@ -91,7 +94,6 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handle
     peer_check = app.get(PEER_CHECK, _peer_check) if access == PEER else None
     cluster = app[CLUSTER] if access == API else None
     gzip_min = config.gzip_min_size
-    sync = getattr(handler, "distcache_sync", False)  # a plain function, not a coroutine
     observe = metrics.observe
     perf_counter = time.perf_counter
 
@@ -123,9 +125,9 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Handle
                                    rate_headers)
             if peer_check is not None:
                 peer_check(request)
-            response: web.StreamResponse = (
-                handler(request) if sync else await handler(request)  # type: ignore[assignment]
-            )
+            response = handler(request)
+            if not isinstance(response, web.StreamResponse):
+                response = await response
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:

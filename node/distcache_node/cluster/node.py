@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, PEER_CHECK, READY, STORE
+from distcache_node.cluster.fastpath import FastPool
 from distcache_node.cluster.membership import Membership, PeerHealth
 from distcache_node.cluster.migration import Migration
 from distcache_node.cluster.peers import (
@@ -56,6 +58,7 @@ class ClusterNode:
         self.migration = Migration(self)
         self.tombstones: dict[str, tuple[int, float]] = {}
         self.session: aiohttp.ClientSession | None = None
+        self.client_ssl: ssl.SSLContext | None = None  # mutual TLS towards peers
         self.ring_changed_at = time.monotonic()
 
     # -- readiness ---------------------------------------------------------------------------
@@ -80,12 +83,19 @@ class ClusterNode:
             client = self.peers.get(member.id)
             if member.id != self.id and (client is None or client.url != member.url):
                 assert self.session is not None
+                if client is not None and client.fast is not None:
+                    client.fast.close()
+                secret = self.config.cluster_secret
                 self.peers[member.id] = PeerClient(
                     member.id, member.url, self.session,
                     sender=(self.id, lambda: self.doc.version),
+                    fast=FastPool(member.url, {SECRET_HEADER: secret} if secret else {},
+                                  self.client_ssl),
                 )
         for peer_id in [p for p in self.peers if doc.member(p) is None]:
-            del self.peers[peer_id]
+            gone = self.peers.pop(peer_id)
+            if gone.fast is not None:
+                gone.fast.close()
         self.membership.sync_peers(set(self.peers))
         log.info("ring v%d -> v%d from %s: %s", old.version, doc.version, source,
                  ", ".join(f"{m.id}({m.state})" for m in doc.members))
@@ -310,6 +320,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     config = node.config
     ssl_ctx = (client_ssl_context(config.tls_cert, config.tls_key, config.tls_ca)
                if config.tls_enabled else None)
+    node.client_ssl = ssl_ctx
     node.session = make_session(config.cluster_secret, ssl_ctx)
     tasks = []
     if config.ring_file:
@@ -330,6 +341,9 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    for peer in node.peers.values():
+        if peer.fast is not None:
+            peer.fast.close()
     await node.session.close()
 
 

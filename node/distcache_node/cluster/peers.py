@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from distcache_node.cluster.fastpath import FastPathError, FastPool
+
 WireEntry = tuple[str, bytes, float | None, int]  # key, JSON value bytes, ttl, version
 SECRET_HEADER = "X-DistCache-Cluster-Secret"
 
@@ -64,7 +66,7 @@ RING_HEADER = "X-DistCache-Ring-Version"
 class PeerClient:
     def __init__(
         self, peer_id: str, url: str, session: aiohttp.ClientSession, timeout: float = 5.0,
-        sender: tuple[str, Callable[[], int]] | None = None,
+        sender: tuple[str, Callable[[], int]] | None = None, fast: FastPool | None = None,
     ) -> None:
         self.id = peer_id
         self.url = url
@@ -73,6 +75,7 @@ class PeerClient:
         # (our member id, our ring version): lets a peer on an older ring catch up before
         # acting on what we send.
         self.sender = sender
+        self.fast = fast  # the lean client for get_many, the forwarding hot path
         self._pending: dict[str, asyncio.Future[Any]] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -160,6 +163,29 @@ class PeerClient:
                 waiter.set_result(found.get(key))
 
     async def get_many(self, keys: list[str]) -> list[WireEntry]:
+        if self.fast is not None:
+            return await self._get_many_fast(keys)
+        return await self._get_many_aiohttp(keys)
+
+    async def _get_many_fast(self, keys: list[str]) -> list[WireEntry]:
+        sender = b""
+        if self.sender is not None:
+            sender = b"%b: %b\r\n%b: %d\r\n" % (
+                FROM_HEADER.encode(), self.sender[0].encode(), RING_HEADER.encode(),
+                self.sender[1]())
+        assert self.fast is not None
+        try:
+            status, raw = await self.fast.post(
+                "/cluster/get", orjson.dumps({"keys": keys}), sender,
+                timeout=self.timeout.total or 5.0)
+        except FastPathError as exc:
+            raise PeerError(self.id, f"POST /cluster/get: {exc}", refused=exc.refused) from exc
+        if status != 200:
+            raise PeerError(self.id, f"POST /cluster/get -> {status}: "
+                            f"{raw[:200].decode(errors='replace')}", unreachable=False)
+        return decode_entries(orjson.loads(raw)["entries"])
+
+    async def _get_many_aiohttp(self, keys: list[str]) -> list[WireEntry]:
         result = await self._call("POST", "/cluster/get", orjson.dumps({"keys": keys}))
         return decode_entries(result["entries"])
 
