@@ -115,6 +115,10 @@ class NodeConfig:
             raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
         if self.replication < 1:
             raise ConfigError("--replication must be at least 1")
+        if (self.ring_file or self.advertise_url) and not (self.cluster_secret or self.tls_ca):
+            # Peers must prove they are peers: the data API key is not enough.
+            raise ConfigError("clustering (--ring-file/--advertise-url) needs --cluster-secret "
+                              "or mutual TLS (--tls-cert, --tls-key and --tls-ca)")
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
         # `not x > 0` rather than `x <= 0`: also refuses nan.

@@ -254,3 +254,9 @@ def test_body_limit_is_derived_from_value_size() -> None:
     assert NodeConfig().body_limit == 8 * 1024**2
     assert NodeConfig(max_memory=1024**3, max_value_size=4 * 1024**2).body_limit == 16 * 1024**2
     assert NodeConfig(max_body_size=1000).body_limit == 1000
+
+
+def test_clustering_without_peer_authentication_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--cluster-secret"):
+        NodeConfig(ring_file="/tmp/ring.json").validate()
+    NodeConfig(ring_file="/tmp/ring.json", cluster_secret="s").validate()  # enough

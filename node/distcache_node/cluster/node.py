@@ -352,8 +352,6 @@ def setup_cluster(app: web.Application) -> None:
     from distcache_node.cluster.routes import setup_cluster_routes
 
     config = app[CONFIG]
-    if not (config.cluster_secret or config.tls_ca):
-        raise SystemExit("clustering needs --cluster-secret or mutual TLS (--tls-ca)")
     node = ClusterNode(config, app[STORE], app[READY])
     node.set_ready(False, "starting")
     app[CLUSTER] = node
