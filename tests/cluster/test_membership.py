@@ -160,3 +160,29 @@ async def test_rate_limit_is_cluster_wide(make_cluster, client_session) -> None:
     # One shared counter: about 10 allowed in total, not 10 per node.
     assert 8 <= allowed <= 14, statuses
     assert statuses.count(429) == 30 - allowed
+
+
+async def test_restarted_node_takes_its_share_back_before_it_is_ready(
+    make_cluster, client_session
+) -> None:
+    cluster: LocalCluster = await make_cluster(3)
+    nodes = cluster.state.nodes
+    keys = [f"rf{i}" for i in range(2000)]
+    items = [{"key": k, "value": k} for k in keys]
+    async with client_session.post(f"{nodes[0].url}/mset", json={"items": items}) as resp:
+        assert resp.status == 200
+    victim = nodes[1]
+    ring = (await FileRingStore(cluster.ring_path).load()).target()
+    share = sum(1 for k in keys if victim.id in ring.owners(k))
+    os.kill(victim.pid, signal.SIGKILL)
+    await asyncio.sleep(0.5)
+    # Written while it is down: must reach it too, through the refill.
+    async with client_session.post(f"{nodes[0].url}/set",
+                                   json={"key": "while-down", "value": 1}) as resp:
+        assert resp.status == 200
+    cluster.spawn(victim)
+    await cluster.wait_ready([victim])  # /readyz says 200 only after the refill
+    status = await _status(client_session, victim.url)
+    expected = share + (victim.id in ring.owners("while-down"))
+    assert status["keys"] == expected, (status["keys"], expected, status["reason"])
+    assert status["reason"].startswith("refilled")
