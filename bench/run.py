@@ -275,19 +275,22 @@ def node_argv(port: int, max_memory: str) -> list[str]:
             "--max-memory", max_memory, "--log-level", "WARNING"]
 
 
-def start_node(procs: Processes, pinning: Pinning, max_memory: str) -> tuple[int, Any]:
-    port = free_port()
-    proc = procs.start("distcache-node", node_argv(port, max_memory), pinning.server, pinning)
-
-    def healthy() -> bool:
+def answers_200(port: int, path: str) -> Callable[[], bool]:
+    def check() -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn.request("GET", "/healthz")
+            conn.request("GET", path)
             return conn.getresponse().status == 200
         finally:
             conn.close()
 
-    wait_until(healthy, proc, "distcache-node")
+    return check
+
+
+def start_node(procs: Processes, pinning: Pinning, max_memory: str) -> tuple[int, Any]:
+    port = free_port()
+    proc = procs.start("distcache-node", node_argv(port, max_memory), pinning.server, pinning)
+    wait_until(answers_200(port, "/healthz"), proc, "distcache-node")
     return port, proc
 
 
@@ -295,16 +298,7 @@ def start_bare(procs: Processes, pinning: Pinning) -> tuple[int, Any]:
     port = free_port()
     argv = [sys.executable, str(BENCH / "bare_server.py"), str(port), str(VALUE_BYTES)]
     proc = procs.start("bare aiohttp", argv, pinning.server, pinning)
-
-    def answers() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/get?key=x")
-            return conn.getresponse().status == 200
-        finally:
-            conn.close()
-
-    wait_until(answers, proc, "bare aiohttp server")
+    wait_until(answers_200(port, "/get?key=x"), proc, "bare aiohttp server")
     return port, proc
 
 
