@@ -20,6 +20,7 @@ from multidict import istr
 
 from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.errors import ApiError, json_error
+from distcache_node.ratelimit import Decision, RateLimiter
 from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
 
@@ -84,6 +85,17 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return json_error(exc.status, code, message, headers)
 
 
+async def _limit(limiter: RateLimiter, request: web.Request) -> Decision | None:
+    """The limiter's verdict, or None when its counters cannot be reached (a cluster that
+    lost its quorum for the counter's key): the limiter fails open rather than turning an
+    outage of its bookkeeping into an outage of the cache."""
+    try:
+        return await limiter.check(request.remote or "unknown")
+    except ApiError as exc:
+        log.warning("rate limiter unavailable, request let through: %s", exc.message)
+        return None
+
+
 def wrap(app: web.Application, handler: Handler, op: str, access: str) -> WrappedHandler:
     """The handler with the node's request pipeline around it. `op` names the route in
     metrics; `access` is PUBLIC, API or PEER."""
@@ -115,8 +127,7 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
                 if not (ascii_key and given is not None and given.isascii()
                         and compare(given, api_key)):
                     check_api_key(request, api_key)
-            if limiter is not None:
-                decision = await limiter.check(request.remote or "unknown")
+            if limiter is not None and (decision := await _limit(limiter, request)):
                 rate_headers = decision.headers()
                 if not decision.allowed:
                     metrics.rate_limited.inc()

@@ -186,3 +186,18 @@ async def test_restarted_node_takes_its_share_back_before_it_is_ready(
     expected = share + (victim.id in ring.owners("while-down"))
     assert status["keys"] == expected, (status["keys"], expected, status["reason"])
     assert status["reason"].startswith("refilled")
+
+
+async def test_rate_limiter_fails_open_when_its_counters_lose_quorum(
+    make_cluster, client_session
+) -> None:
+    cluster: LocalCluster = await make_cluster(2, node_args=["--rate-limit", "1000"])
+    survivor, victim = cluster.state.nodes
+    async with client_session.post(f"{survivor.url}/set", json={"key": "k", "value": 1}) as r:
+        assert r.status == 200
+    os.kill(victim.pid, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    # The counter's incr cannot reach 2 replicas now, but reads are still served.
+    async with client_session.get(f"{survivor.url}/get", params={"key": "k"}) as resp:
+        assert resp.status == 200, await resp.text()
+        assert "X-RateLimit-Limit" not in resp.headers
