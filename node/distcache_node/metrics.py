@@ -123,19 +123,34 @@ class NodeMetrics:
         self.registry.register(_StoreCollector(store))
 
     def observe(self, op: str, status: int, seconds: float) -> None:
+        self.count_cell(op, status)
+        self._request_counts[(op, status)] += 1
+        tally = self.latency_tally(op)
+        tally[bisect_left(_BOUNDS, seconds)] += 1  # le: the first bound >= seconds
+        tally[-1] += seconds
+
+    # The request pipeline updates these cells itself, without a call per request.
+    BOUNDS = _BOUNDS
+
+    def count_cell(self, op: str, status: int) -> tuple[str, int]:
+        """The key of the (op, status) request counter in request_counts, created at 0."""
         key = (op, status)
-        counts = self._request_counts
-        if key in counts:
-            counts[key] += 1
-        else:
-            counts[key] = 1
+        if key not in self._request_counts:
+            self._request_counts[key] = 0
             self._created[key] = time.time()
+        return key
+
+    def latency_tally(self, op: str) -> list[float]:
+        """op's histogram: a count per latency bucket (BOUNDS), then the sum of seconds."""
         tally = self._latency.get(op)
         if tally is None:
             tally = self._latency[op] = [0.0] * (len(_BOUNDS) + 1)
             self._created[op] = time.time()
-        tally[bisect_left(_BOUNDS, seconds)] += 1  # le: the first bound >= seconds
-        tally[-1] += seconds
+        return tally
+
+    @property
+    def request_counts(self) -> dict[tuple[str, int], int]:
+        return self._request_counts
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
