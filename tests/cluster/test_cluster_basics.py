@@ -86,3 +86,18 @@ async def test_internal_endpoints_refuse_api_key_alone(make_cluster, client_sess
     async with client_session.get(f"{url}/cluster/ring") as resp:
         assert resp.status == 200
         assert len((await resp.json())["members"]) == 2
+
+
+async def test_local_up_refuses_to_orphan_a_running_cluster(make_cluster) -> None:
+    import asyncio
+    import sys
+
+    cluster: LocalCluster = await make_cluster(1, replication=1)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "distcache_node.local.cli", "local", "up", "--nodes", "1",
+        "--dir", str(cluster.dir), "--base-port", str(cluster.state.base_port + 5),
+        stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "already running" in stderr.decode()
+    assert str(cluster.state.nodes[0].pid) in stderr.decode()

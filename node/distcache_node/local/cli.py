@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distcache_node.config import ConfigError, load_config
-from distcache_node.local.runner import ClusterState, LocalCluster
+from distcache_node.local.runner import ClusterState, LocalCluster, running_nodes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +45,13 @@ async def _up(args: argparse.Namespace) -> int:
             return 2
     if args.nodes < 1 or args.replication < 1:
         print("distcache: --nodes and --replication must be at least 1", file=sys.stderr)
+        return 2
+    running = running_nodes(args.dir)
+    if running:
+        # Starting over would orphan them: their PIDs live only in this folder's state.
+        print(f"distcache: a local cluster is already running from {args.dir} (pids "
+              f"{', '.join(str(p) for p in running)}); stop it with Ctrl-C where it runs, "
+              "or use another --dir and --base-port", file=sys.stderr)
         return 2
     cluster = LocalCluster.create(args.dir, args.base_port, api_key or "", args.replication,
                                   args.tls, args.max_memory)

@@ -259,6 +259,15 @@ class LocalCluster:
             self.stop(node)
 
 
+def running_nodes(directory: Path) -> list[int]:
+    """PIDs of the nodes a previous `up` in this folder started that are still running."""
+    try:
+        state = ClusterState.load(directory)
+    except (SystemExit, ValueError, TypeError, KeyError, OSError):
+        return []
+    return [n.pid for n in state.nodes if n.pid and _alive(n.pid)]
+
+
 def _alive(pid: int) -> bool:
     try:
         finished, _ = os.waitpid(pid, os.WNOHANG)
