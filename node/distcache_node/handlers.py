@@ -100,27 +100,29 @@ def _ttl_json(ttl: float | None) -> bytes:
     return b"null" if ttl is None else orjson.dumps(round(ttl, 3))
 
 
+REMOTE = object()  # get_handler's lookup: this node cannot answer alone, ask the owners
+
+
 def get_handler(
     app: web.Application,
 ) -> Callable[[web.Request], web.Response | Awaitable[web.Response]]:
     """GET /get, the hottest path: built per app so the limit, backend and counters are
-    looked up once, not on every request (app[...] is a Python-level call each time). On a
-    single node the store answers at once, so the handler is a plain function: no
-    coroutines to create and drive per request."""
+    looked up once, not on every request (app[...] is a Python-level call each time). It is
+    a plain function that answers at once from this node's store whenever it can (always on
+    a single node; on a cluster when this node's copy is authoritative), and hands back a
+    coroutine that asks the owners otherwise: no coroutine per request on the common path."""
     max_key_size = app[CONFIG].max_key_size
     backend = app[BACKEND]
     metrics = app[METRICS]
     hits, misses = metrics.hits, metrics.misses
     dumps = orjson.dumps
-
-    def key_of(request: web.Request) -> str:
-        key = request.query.get("key")
-        # The common key (plain ASCII within the limit, not reserved) passes inline; any
-        # other gets validate_key's full checks and messages.
-        if (type(key) is not str or not key or len(key) > max_key_size
-                or not key.isascii() or key.startswith(RESERVED_PREFIX)):
-            key = validate_key(request, key)
-        return key
+    # key -> entry, None (absent) or REMOTE
+    lookup: Callable[[str], Entry | object | None]
+    if isinstance(backend, LocalBackend):
+        lookup = backend.store.get_with_ttl
+    else:
+        lookup = getattr(backend, "read_local", lambda key: REMOTE)
+    backend_get = backend.get
 
     def respond(key: str, entry: Entry | None) -> web.Response:
         if entry is None:
@@ -132,43 +134,20 @@ def get_handler(
         body = b'{"key":%b,"value":%b,"ttl":%b}' % (dumps(key), value, ttl_json)
         return web.Response(body=body, content_type=JSON)
 
-    if isinstance(backend, LocalBackend):
-        store_get = backend.store.get_with_ttl
-
-        def handle_get_local(request: web.Request) -> web.Response:
-            # key_of and respond, inlined: two calls fewer is ~2% of a single-node GET's
-            # CPU (measured with bench/run.py's GET comparison), the benchmarked path.
-            key = request.query.get("key")
-            if (type(key) is not str or not key or len(key) > max_key_size
-                    or not key.isascii() or key.startswith(RESERVED_PREFIX)):
-                key = validate_key(request, key)
-            entry = store_get(key)
-            if entry is None:
-                misses.value += 1
-                raise ApiError(404, "not_found", f"key {key!r} not found")
-            hits.value += 1
-            value, ttl = entry
-            ttl_json = b"null" if ttl is None else _ttl_json(ttl)
-            body = b'{"key":%b,"value":%b,"ttl":%b}' % (dumps(key), value, ttl_json)
-            return web.Response(body=body, content_type=JSON)
-
-        return handle_get_local
-
-    # A cluster: answered at once when this node's own copy is authoritative, otherwise
-    # by a coroutine that asks the owners.
-    read_local = getattr(backend, "read_local", None)
-    backend_get = backend.get
-
-    async def get_remote(key: str) -> web.Response:
+    async def ask_owners(key: str) -> web.Response:
         return respond(key, await backend_get(key))
 
     def handle_get(request: web.Request) -> web.Response | Awaitable[web.Response]:
-        key = key_of(request)
-        if read_local is not None:
-            found, entry = read_local(key)
-            if found:
-                return respond(key, entry)
-        return get_remote(key)
+        key = request.query.get("key")
+        # The common key (plain ASCII within the limit, not reserved) passes inline; any
+        # other gets validate_key's full checks and messages.
+        if (type(key) is not str or not key or len(key) > max_key_size
+                or not key.isascii() or key.startswith(RESERVED_PREFIX)):
+            key = validate_key(request, key)
+        entry = lookup(key)
+        if entry is REMOTE:
+            return ask_owners(key)
+        return respond(key, entry)  # type: ignore[arg-type]
 
     return handle_get
 

@@ -12,6 +12,7 @@ from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
 from distcache_node.cluster.replication import required_acks
 from distcache_node.errors import ApiError
+from distcache_node.handlers import REMOTE
 
 MAX_ROUNDS = 4  # write fan-out rounds: each replaces owners that failed in the last
 
@@ -72,15 +73,15 @@ class ClusterRouter:
             raise _unavailable("no live owner answered for some keys; retry")
         return found
 
-    def read_local(self, key: str) -> tuple[bool, Entry | None]:
-        """(True, entry-or-None) when this node's own copy settles the read: it is a ready
-        natural owner outside a ring change, so it holds every acknowledged write of the key
-        (read_candidates would ask it first and take its miss as final). (False, None) when
-        the owners must be asked."""
+    def read_local(self, key: str) -> Entry | object | None:
+        """This node's own answer when its copy settles the read: it is a ready natural owner
+        outside a ring change, so it holds every acknowledged write of the key
+        (read_candidates would ask it first and take its miss as final). REMOTE when the
+        owners must be asked."""
         node = self.node
         if node.ready and not node.doc.in_transition and node.id in node.target.owners(key):
-            return True, node.store.get_with_ttl(key)
-        return False, None
+            return node.store.get_with_ttl(key)
+        return REMOTE
 
     async def get(self, key: str) -> Entry | None:
         """read_many for one key, without its batching: the hot path of forwarded GETs."""
