@@ -38,7 +38,8 @@ def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
 
 class GuardedRequestHandler(RequestHandler):
     """Notes when a request's first bytes arrive so a sweeper can drop clients that never
-    finish sending their headers (slowloris). The middleware clears the mark."""
+    finish sending their headers (slowloris). The request pipeline (pipeline.py) clears the
+    mark while a request is being handled."""
 
     _distcache_pending_since: float | None = None
     _distcache_in_request: bool = False
