@@ -101,3 +101,26 @@ async def test_local_up_refuses_to_orphan_a_running_cluster(make_cluster) -> Non
     assert proc.returncode == 2
     assert "already running" in stderr.decode()
     assert str(cluster.state.nodes[0].pid) in stderr.decode()
+
+
+async def test_secrets_that_look_like_flags_reach_the_nodes(tmp_path) -> None:
+    """Secrets travel in the environment: a generated secret starting with '-' once made a
+    node read it as a missing flag value and exit."""
+    import aiohttp
+
+    from support import free_port_range
+
+    cluster = LocalCluster.create(tmp_path / "dash", free_port_range(2), "-dash-key", 2,
+                                  False, "64MiB")
+    cluster.state.secret = "-dash-secret"
+    try:
+        await cluster.up(2)
+        async with aiohttp.ClientSession(headers={"X-API-Key": "-dash-key"}) as session:
+            url = cluster.state.nodes[0].url
+            async with session.post(f"{url}/set", json={"key": "a", "value": 1}) as resp:
+                assert resp.status == 200  # both replicas acknowledged: peers accepted
+            async with session.get(f"{url}/cluster/status") as resp:
+                assert (await resp.json())["keys"] == 1
+    finally:
+        cluster.stop_all()
+        await cluster.close()

@@ -161,21 +161,28 @@ class LocalCluster:
             "--replication", str(self.state.replication), "--max-memory", self.state.max_memory,
             *self.state.node_args,
         ]
-        if self.state.api_key:
-            cmd += ["--api-key", self.state.api_key]
-        if self.state.secret:
-            cmd += ["--cluster-secret", self.state.secret]
         if self.state.tls:
             cert, key = certs.make_cert(self.tls_dir, node.id, self.tls_dir)
             cmd += ["--tls-cert", str(cert), "--tls-key", str(key),
                     "--tls-ca", str(self.tls_dir / "ca.pem")]
         return cmd
 
+    def _environment(self) -> dict[str, str]:
+        """Secrets go to the nodes through the environment, not the command line: `ps` shows
+        every user the command line, and a value that starts with '-' reads as a flag."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISTCACHE_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.state.api_key:
+            env["DISTCACHE_API_KEY"] = self.state.api_key
+        if self.state.secret:
+            env["DISTCACHE_CLUSTER_SECRET"] = self.state.secret
+        return env
+
     def spawn(self, node: NodeProc) -> None:
         log = open(self.dir / f"{node.id}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(self._command(node), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env=self._environment())
         log.close()
         node.pid = proc.pid
 
