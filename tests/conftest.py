@@ -54,7 +54,8 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
             values: dict[str, Any] = {"api_key": API_KEY, "max_memory": 64 * 1024**2}
             values.update(overrides)
             config = NodeConfig(**values).validate()
-        server = TestServer(create_app(config), host="127.0.0.1", port=free_port())
+        # No port given: TestServer binds port 0 itself, with no window for a race.
+        server = TestServer(create_app(config), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return str(server.make_url("")).rstrip("/")

@@ -26,7 +26,7 @@ from distcache_node import debug, handlers
 from distcache_node.app import create_app
 from distcache_node.appkeys import READY
 from distcache_node.config import NodeConfig
-from support import API_KEY, free_port
+from support import API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC: dict[str, Any] = json.loads((ROOT / "node/distcache_node/openapi.json").read_text())
@@ -931,7 +931,7 @@ async def test_healthz(node_url: str, http: aiohttp.ClientSession) -> None:
 
 async def test_readyz_ready_and_not_ready(make_config: Callable[..., NodeConfig]) -> None:
     app = create_app(make_config())
-    server = TestServer(app, host="127.0.0.1", port=free_port())
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("/")).rstrip("/")
     try:
