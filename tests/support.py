@@ -18,9 +18,9 @@ API_KEY = "test-key"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a server started right after. Picked below the ephemeral range
+    (see free_port_range) rather than by binding port 0, which hands out ephemeral ports."""
+    return free_port_range(1)
 
 
 def wait_http(url: str, timeout: float = 15.0) -> None:
