@@ -38,6 +38,23 @@ async def test_tls_cluster_serves_and_refuses_foreign_peers(
         async with client.post(f"{urls[2]}/mget",
                                json={"keys": [f"t{i}" for i in range(30)]}) as resp:
             assert (await resp.json())["missing"] == []
+        # Forwarded reads reuse pooled connections: a TLS handshake per connection, not per
+        # request.
+        for _round in range(5):
+            for i in range(30):
+                async with client.get(f"{urls[0]}/get", params={"key": f"t{i}"}) as resp:
+                    assert resp.status == 200
+        async with client.get(f"{urls[0]}/cluster/status") as resp:
+            peers = (await resp.json())["peers"]
+        forwarded = sum(p["forwarded_requests"] for p in peers.values())
+        opened = sum(p["forwarding_connections_opened"] for p in peers.values())
+        assert forwarded >= 20, peers
+        assert opened <= 4, peers
+        async with client.get(f"{urls[0]}/metrics") as resp:
+            metrics = await resp.text()
+        for name in ("distcache_ring_version", "distcache_peer_up", "distcache_ready",
+                     "distcache_forwarded_reads_total", "distcache_migration_done"):
+            assert name in metrics, name
         # Internal endpoints: the API key alone is not a peer.
         async with client.post(f"{urls[0]}/cluster/apply",
                                json={"entries": [], "deletes": []}) as resp:

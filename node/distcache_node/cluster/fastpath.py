@@ -91,6 +91,8 @@ class FastPool:
                               {"Host": host_header, **headers}.items()).encode("latin-1")
         self._idle: list[_Connection] = []
         self.max_idle = max_idle
+        self.connections_opened = 0  # each one a TCP (and TLS) handshake: should stay small
+        self.requests = 0
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -99,6 +101,7 @@ class FastPool:
                 _Connection, self.host, self.port, ssl=self.ssl,
                 server_hostname=self.host if self.ssl else None,
             )
+            self.connections_opened += 1
         except (ConnectionRefusedError, ssl.SSLError) as exc:
             raise FastPathError(f"connect to {self.host}:{self.port}: {exc!r}",
                                 refused=isinstance(exc, ConnectionRefusedError)) from exc
@@ -114,6 +117,7 @@ class FastPool:
         data = b"POST %b HTTP/1.1\r\n%b%bContent-Type: application/json\r\n" \
                b"Content-Length: %d\r\n\r\n%b" % (
                    path.encode(), self._fixed, extra_headers, len(body), body)
+        self.requests += 1
         for attempt in (0, 1):
             conn = self._take_idle() if attempt == 0 else None
             reused = conn is not None

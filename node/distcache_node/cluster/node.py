@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, PEER_CHECK, READY, STORE
+from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, METRICS, PEER_CHECK, READY, STORE
 from distcache_node.cluster.fastpath import FastPool
 from distcache_node.cluster.membership import Membership, PeerHealth
 from distcache_node.cluster.migration import Migration
@@ -226,6 +226,7 @@ class ClusterNode:
                 "alive": h.alive, "ready": h.ready, "ring_version": h.ring_version,
                 "seconds_since_ok": round(time.monotonic() - h.last_ok, 2),
                 "last_error": h.last_error,
+                **self.peers[peer_id].forwarding_stats(),
             }
             for peer_id, h in self.membership.health.items() if peer_id in self.peers
         }
@@ -348,11 +349,13 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup_cluster(app: web.Application) -> None:
+    from distcache_node.cluster.metrics import ClusterCollector
     from distcache_node.cluster.router import ClusterRouter
     from distcache_node.cluster.routes import setup_cluster_routes
 
     config = app[CONFIG]
     node = ClusterNode(config, app[STORE], app[READY])
+    app[METRICS].registry.register(ClusterCollector(node))
     node.set_ready(False, "starting")
     app[CLUSTER] = node
     app[BACKEND] = ClusterRouter(node)

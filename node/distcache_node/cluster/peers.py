@@ -79,6 +79,12 @@ class PeerClient:
         self._pending: dict[str, asyncio.Future[Any]] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
+    def forwarding_stats(self) -> dict[str, int]:
+        """Reads forwarded to this peer and the connections they needed."""
+        fast = self.fast
+        return {"forwarded_requests": fast.requests if fast else 0,
+                "forwarding_connections_opened": fast.connections_opened if fast else 0}
+
     def _headers(self, body: bytes | None) -> dict[str, str] | None:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.sender is not None:
