@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create the virtualenv and install DistCache with dev tools
 
 .PHONY: run
-run: $(STAMP) ## Run a local $(NODES)-node cluster (set-up included) on :$(BASE_PORT)...; Ctrl-C stops it
+run: $(STAMP) ## Run a local cluster: 3 nodes (NODES=N) from port 8080 (BASE_PORT=P), set-up included; Ctrl-C stops it
 	$(VENV)/bin/distcache local up --nodes $(NODES) --base-port $(BASE_PORT) --config config.yaml --dir .local
 
 .PHONY: run-node
-run-node: $(STAMP) ## Run one standalone node on :$(BASE_PORT)
+run-node: $(STAMP) ## Run one standalone node on port 8080 (BASE_PORT=P)
 	$(VENV)/bin/distcache-node --config config.yaml --port $(BASE_PORT)
 
 .PHONY: status
