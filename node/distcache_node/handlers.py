@@ -96,8 +96,8 @@ def encode_value(request: web.Request, body: dict[str, Any]) -> bytes:
     return value
 
 
-def _ttl_json(ttl: float | None) -> bytes:
-    return b"null" if ttl is None else orjson.dumps(round(ttl, 3))
+def _ttl_json(ttl: float) -> bytes:
+    return orjson.dumps(round(ttl, 3))
 
 
 REMOTE = object()  # get_handler's lookup: this node cannot answer alone, ask the owners

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -122,14 +121,9 @@ class NodeMetrics:
         )
         self.registry.register(_StoreCollector(store))
 
-    def observe(self, op: str, status: int, seconds: float) -> None:
-        self.count_cell(op, status)
-        self._request_counts[(op, status)] += 1
-        tally = self.latency_tally(op)
-        tally[bisect_left(_BOUNDS, seconds)] += 1  # le: the first bound >= seconds
-        tally[-1] += seconds
-
-    # The request pipeline updates these cells itself, without a call per request.
+    # The request pipeline (pipeline.wrap) updates these cells itself, without a call per
+    # request: a count per (op, status), and per op a count per latency bucket of BOUNDS
+    # (the first bound >= the latency) followed by the sum of seconds.
     BOUNDS = _BOUNDS
 
     def count_cell(self, op: str, status: int) -> tuple[str, int]:
