@@ -118,14 +118,18 @@ class ClusterNode:
     def is_ready(self, member: str) -> bool:
         return self.ready if member == self.id else self.membership.is_ready(member)
 
-    def live_owners(self, key: str, ready_only: bool = False) -> list[str]:
+    @property
+    def replication(self) -> int:
+        """Copies per key: R, or every member of a ring smaller than R."""
+        return min(self.doc.replication, len(self.target))
+
+    def live_owners(self, key: str) -> list[str]:
         """The first R members clockwise from the key that are up: the natural owners when
         all are alive, the next ones along the ring in place of a dead one (sloppy quorum)."""
-        check = self.is_ready if ready_only else self.is_alive
         owners: list[str] = []
-        want = min(self.doc.replication, len(self.target))
+        want = self.replication
         for member in self.target.preference(key):
-            if check(member):
+            if self.is_alive(member):
                 owners.append(member)
                 if len(owners) == want:
                     break

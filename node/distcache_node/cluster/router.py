@@ -167,8 +167,7 @@ class ClusterRouter:
                     acked[key].add(member)
         for key in keys:
             owners = node.live_owners(key)
-            replication = min(node.doc.replication, len(node.target))
-            need = required_acks(replication, config.write_quorum, len(owners))
+            need = required_acks(node.replication, config.write_quorum, len(owners))
             have = len(acked[key] & set(owners)) if config.write_quorum <= 0 else len(acked[key])
             if have < need:
                 raise _unavailable(
