@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 from distcache_node.backend import Entry, Item
 from distcache_node.cluster.node import ClusterNode
@@ -119,7 +119,7 @@ class ClusterRouter:
     async def replicate(
         self,
         entries: list[WireEntry],
-        deletes: list[tuple[str, int]] = (),  # type: ignore[assignment]
+        deletes: Sequence[tuple[str, int]] = (),
         already: dict[str, set[str]] | None = None,
     ) -> set[str]:
         """Send writes to every live owner (replacing owners that fail), and raise 503 unless
