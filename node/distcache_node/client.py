@@ -1,4 +1,4 @@
-"""A ring-aware async client: reads the ring from GET /cluster/ring, sends each key straight
+"""A ring-aware async client: reads the ring from GET /status, sends each key straight
 to its primary owner (saving the forwarding hop), and refreshes the ring when a response
 says its version changed. Any node can serve any key, so a down owner is retried elsewhere.
 
@@ -19,8 +19,19 @@ from typing import Any
 import aiohttp
 import orjson
 
-from distcache_node.cluster.ring import RingDoc
+from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.pipeline import RING_VERSION_HEADER as RING_HEADER
+
+
+def ring_of_status(status: Any) -> RingDoc:
+    """The ring document in a node's GET /status answer (validated like any other ring)."""
+    if not isinstance(status, dict) or not isinstance(status.get("members"), list):
+        raise RingError("not a /status answer")
+    return RingDoc.from_json({
+        "version": status.get("ring_version"), "replication": status.get("replication"),
+        "members": [{k: m.get(k) for k in ("id", "url", "state")} if isinstance(m, dict) else m
+                    for m in status["members"]],
+    })
 
 
 class CacheError(Exception):
@@ -62,18 +73,20 @@ class DistCacheClient:
         last: Exception | None = None
         for url in [*self._urls.values(), *self.seeds]:
             try:
-                async with self.session.get(url + "/cluster/ring") as resp:
-                    if resp.status == 200:
-                        doc = RingDoc.from_json(await resp.json(loads=orjson.loads))
-                        if self.ring is None or doc.version >= self.ring.version:
-                            self.ring = doc
-                            self._target = doc.target()
-                            self._urls = {m.id: m.url for m in doc.members}
-                        return
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                async with self.session.get(url + "/status") as resp:
+                    if resp.status != 200:
+                        last = CacheError(resp.status, await resp.text())
+                        continue
+                    doc = ring_of_status(await resp.json(loads=orjson.loads))
+                    if self.ring is None or doc.version >= self.ring.version:
+                        self.ring = doc
+                        self._target = doc.target()
+                        self._urls = {m.id: m.url for m in doc.members}
+                    return
+            except (TimeoutError, aiohttp.ClientError, RingError) as exc:
                 last = exc
         if self.ring is None:
-            raise ConnectionError(f"no seed answered /cluster/ring: {last!r}")
+            raise ConnectionError(f"no seed answered /status: {last!r}")
 
     def _note_version(self, resp: aiohttp.ClientResponse) -> None:
         raw = resp.headers.get(RING_HEADER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ _SIZE_UNITS = {
 }
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -45,6 +47,21 @@ def parse_size(value: str | int) -> int:
         raise ConfigError(f"size too large: {value!r}") from None
 
 
+def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:
+    """'10.0.0.0/8, 192.168.1.7, fd00::/8' -> networks (a bare address is a /32 or /128)."""
+    networks: list[IPNetwork] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"--trusted-proxies: not an IP network: {item!r} (a CIDR such "
+                              "as 10.0.0.0/8 or an address, comma-separated)") from None
+    return tuple(networks)
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeConfig:
     host: str = "127.0.0.1"
@@ -61,6 +78,12 @@ class NodeConfig:
     # Per-IP rate limiting: off (0) by default on a local node.
     rate_limit: float = 0.0  # requests per second per client IP
     rate_limit_burst: int = 0  # extra requests allowed in a burst; 0 means equal to the rate
+    # Comma-separated CIDRs of reverse proxies / load balancers whose X-Forwarded-For the
+    # rate limiter believes; from anyone else the TCP peer's address counts.
+    trusted_proxies: str = ""
+    # /metrics without the API key (for a scraper that cannot send one); off by default:
+    # with an API key configured nothing but the probes and the API description is public.
+    metrics_public: bool = False
     gzip_min_size: int = 1024
     max_connections: int = 1024
     request_read_timeout: float = 10.0  # seconds a client may take to send one request
@@ -113,6 +136,7 @@ class NodeConfig:
                               "overhead)")
         if self.rate_limit < 0 or self.rate_limit_burst < 0:
             raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
+        parse_cidrs(self.trusted_proxies)
         if self.replication < 1:
             raise ConfigError("--replication must be at least 1")
         if (self.ring_file or self.advertise_url) and not (self.cluster_secret or self.tls_ca):

@@ -20,8 +20,9 @@ from aiohttp import hdrs, web
 from multidict import istr
 
 from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
+from distcache_node.config import IPNetwork, parse_cidrs
 from distcache_node.errors import ApiError, json_error
-from distcache_node.ratelimit import Decision, RateLimiter
+from distcache_node.ratelimit import Decision, RateLimiter, client_address
 from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
 
@@ -32,8 +33,9 @@ log = logging.getLogger("distcache.node")
 # it cannot (a read from a peer).
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse] | web.StreamResponse]
 WrappedHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what aiohttp calls
-# Who may call a route: anyone, data API clients (API key), or cluster peers only.
-PUBLIC, API, PEER = "public", "api", "peer"
+# Who may call a route: anyone; data API clients (API key, rate limited); holders of the API
+# key, not rate limited (operations: metrics, profiles); or cluster peers only.
+PUBLIC, API, KEYED, PEER = "public", "api", "keyed", "peer"
 RING_VERSION_HEADER = "X-DistCache-Ring-Version"
 
 _HTTP_ERROR_CODES = {
@@ -86,12 +88,17 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return json_error(exc.status, code, message, headers)
 
 
-async def _limit(limiter: RateLimiter, request: web.Request) -> Decision | None:
+async def _limit(
+    limiter: RateLimiter, request: web.Request, trusted: tuple[IPNetwork, ...]
+) -> Decision | None:
     """The limiter's verdict, or None when its counters cannot be reached (a cluster that
     lost its quorum for the counter's key): the limiter fails open rather than turning an
     outage of its bookkeeping into an outage of the cache."""
+    client = client_address(request.remote,
+                            request.headers.getall(hdrs.X_FORWARDED_FOR, ()) if trusted else (),
+                            trusted)
     try:
-        return await limiter.check(request.remote or "unknown")
+        return await limiter.check(client)
     except ApiError as exc:
         log.warning("rate limiter unavailable, request let through: %s", exc.message)
         return None
@@ -99,11 +106,12 @@ async def _limit(limiter: RateLimiter, request: web.Request) -> Decision | None:
 
 def wrap(app: web.Application, handler: Handler, op: str, access: str) -> WrappedHandler:
     """The handler with the node's request pipeline around it. `op` names the route in
-    metrics; `access` is PUBLIC, API or PEER."""
+    metrics; `access` is PUBLIC, API, KEYED or PEER."""
     config = app[CONFIG]
     metrics = app[METRICS]
     limiter = app[RATE_LIMITER] if access == API else None
-    api_key = config.api_key if access == API else ""
+    api_key = config.api_key if access in (API, KEYED) else ""
+    trusted = parse_cidrs(config.trusted_proxies)
     peer_check = app.get(PEER_CHECK, _peer_check) if access == PEER else None
     cluster = app[CLUSTER] if access == API else None
     gzip_min = config.gzip_min_size
@@ -133,7 +141,7 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
                 if not (ascii_key and given is not None and given.isascii()
                         and compare(given, api_key)):
                     check_api_key(request, api_key)
-            if limiter is not None and (decision := await _limit(limiter, request)):
+            if limiter is not None and (decision := await _limit(limiter, request, trusted)):
                 rate_headers = decision.headers()
                 if not decision.allowed:
                     metrics.rate_limited.inc()

@@ -1,22 +1,68 @@
 """Per-client rate limiting with a sliding-window counter kept in the cache itself.
 
-Each client has one counter per one-second window, bumped through the backend's atomic incr
-(so on a cluster the limit is cluster-wide with no extra code). The estimate weighs the
-previous window by how much of it still overlaps the sliding second, as Cloudflare's
-limiter does: smooth at window edges, two small counters per client.
+Clients are told apart by IP address: the TCP peer's, or behind a trusted reverse proxy
+(--trusted-proxies) the one X-Forwarded-For names (client_address). Each client has one
+counter per one-second window, bumped through the backend's atomic incr (so on a cluster
+the limit is cluster-wide with no extra code). The estimate weighs the previous window by
+how much of it still overlaps the sliding second, as Cloudflare's limiter does: smooth at
+window edges, two small counters per client.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from distcache_node.backend import Backend
+from distcache_node.config import IPNetwork
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 KEY_PREFIX = "__ratelimit__:"
 WINDOW = 1.0
+
+
+def _address(text: str) -> IPAddress | None:
+    """An address from X-Forwarded-For: bare, or with a port ('1.2.3.4:5', '[::1]:5')."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return address
+
+
+def client_address(
+    remote: str | None, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]
+) -> str:
+    """Whom to count a request against. The TCP peer, unless the peer is a trusted proxy:
+    then X-Forwarded-For from the right (each proxy appends the address it saw), skipping
+    trusted proxies, up to the first address that is not one. Entries left of that are
+    whatever the client chose to send, so never believed."""
+    peer = _address(remote) if remote else None
+    if peer is None:
+        return remote or "unknown"
+    if not trusted or not any(peer in net for net in trusted):
+        return str(peer)
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break  # garbage from a trusted proxy: count the last proxy that we can name
+        client = address
+        if not any(address in net for net in trusted):
+            break
+    return str(client)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distcache_node.config import ConfigError, NodeConfig, load_config, parse_size
+from distcache_node.config import ConfigError, NodeConfig, load_config, parse_cidrs, parse_size
 
 # --- parse_size ----------------------------------------------------------------------------
 
@@ -260,3 +260,28 @@ def test_clustering_without_peer_authentication_is_refused() -> None:
     with pytest.raises(ConfigError, match="--cluster-secret"):
         NodeConfig(ring_file="/tmp/ring.json").validate()
     NodeConfig(ring_file="/tmp/ring.json", cluster_secret="s").validate()  # enough
+
+
+def test_trusted_proxies_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert load_config([], environ={}).trusted_proxies == ""
+    assert parse_cidrs("") == ()
+    path = write(tmp_path / "node.yaml", "trusted_proxies: 10.0.0.0/8\n")
+    assert load_config(["--config", path], environ={}).trusted_proxies == "10.0.0.0/8"
+    env = {"DISTCACHE_TRUSTED_PROXIES": "192.168.0.0/16, fd00::/8"}
+    config = load_config(["--config", path], environ=env)
+    assert [str(n) for n in parse_cidrs(config.trusted_proxies)] == [
+        "192.168.0.0/16", "fd00::/8"]
+    config = load_config(["--trusted-proxies", "127.0.0.1"], environ=env)
+    assert [str(n) for n in parse_cidrs(config.trusted_proxies)] == ["127.0.0.1/32"]
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "proxy.local", "10.0.0.0/8,,nope", "1.2.3"])
+def test_invalid_trusted_proxies_name_the_setting_and_the_value(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--trusted-proxies: not an IP network: '"):
+        load_config(["--trusted-proxies", bad], environ={})
+
+
+def test_metrics_public_is_off_by_default() -> None:
+    assert load_config([], environ={}).metrics_public is False
+    assert load_config(["--metrics-public"], environ={}).metrics_public is True
+    assert load_config([], environ={"DISTCACHE_METRICS_PUBLIC": "true"}).metrics_public

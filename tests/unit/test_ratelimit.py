@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from distcache_node.backend import LocalBackend
-from distcache_node.ratelimit import KEY_PREFIX, Decision, RateLimiter
+from distcache_node.config import IPNetwork, parse_cidrs
+from distcache_node.ratelimit import KEY_PREFIX, Decision, RateLimiter, client_address
 from distcache_node.store import Store
 
 
@@ -144,3 +145,37 @@ async def test_previous_window_counter_read_from_the_store(
     rl = limiter(store, clock, rate=4)
     clock.now = WINDOW_START + 0.5  # previous 4 weigh 2
     assert [d.allowed for d in await decisions(rl, 3, "203.0.113.9")] == [True, True, False]
+
+
+# --- whom a request counts against ---------------------------------------------------------
+
+TRUSTED = parse_cidrs("127.0.0.1/32, 10.0.0.0/8, fd00::/8")
+
+
+@pytest.mark.parametrize(("remote", "forwarded", "trusted", "expected"), [
+    # No trusted proxies: the header is never read.
+    ("203.0.113.9", ["198.51.100.1"], (), "203.0.113.9"),
+    # The TCP peer is not a trusted proxy: its X-Forwarded-For is the client's own claim.
+    ("203.0.113.9", ["198.51.100.1"], TRUSTED, "203.0.113.9"),
+    # Behind a trusted proxy: the address it appended.
+    ("127.0.0.1", ["198.51.100.1"], TRUSTED, "198.51.100.1"),
+    # The rightmost untrusted hop; what the client wrote on the left is ignored.
+    ("127.0.0.1", ["6.6.6.6, 198.51.100.1, 10.1.2.3"], TRUSTED, "198.51.100.1"),
+    ("127.0.0.1", ["6.6.6.6", "198.51.100.1 , 10.1.2.3"], TRUSTED, "198.51.100.1"),
+    # Only trusted proxies in the chain: the first of them.
+    ("127.0.0.1", ["10.0.0.5, 10.0.0.6"], TRUSTED, "10.0.0.5"),
+    # No header: the proxy itself.
+    ("127.0.0.1", [], TRUSTED, "127.0.0.1"),
+    # Ports and brackets, IPv6, and an IPv4 peer seen by a dual-stack socket.
+    ("127.0.0.1", ["198.51.100.1:5555"], TRUSTED, "198.51.100.1"),
+    ("127.0.0.1", ["[2001:db8::1]:443"], TRUSTED, "2001:db8::1"),
+    ("fd00::1", ["2001:db8::2"], TRUSTED, "2001:db8::2"),
+    ("::ffff:10.0.0.1", ["198.51.100.1"], TRUSTED, "198.51.100.1"),
+    # Garbage written by a trusted proxy: count the last hop we can name.
+    ("127.0.0.1", ["unknown, 10.0.0.7"], TRUSTED, "10.0.0.7"),
+    (None, ["198.51.100.1"], TRUSTED, "unknown"),
+])
+def test_client_address(
+    remote: str | None, forwarded: list[str], trusted: tuple[IPNetwork, ...], expected: str,
+) -> None:
+    assert client_address(remote, forwarded, trusted) == expected

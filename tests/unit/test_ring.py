@@ -74,3 +74,58 @@ def test_ring_doc_roundtrip_and_transition_views() -> None:
 def test_bad_ring_documents_are_refused(bad: object) -> None:
     with pytest.raises(RingError):
         RingDoc.from_json(bad)
+
+
+@pytest.mark.parametrize(("members", "replication", "named"), [
+    ([{"id": "a", "url": "http://a:xx"}], 2, "member 'a'"),  # port not a number
+    ([{"id": "a", "url": "http://a:0"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "http://a:65536"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "ftp://a:21"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "a:8080"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "http://:8080"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "http://a:8080/path"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "http://user:pw@a:8080"}], 2, "member 'a'"),
+    ([{"id": "a", "url": "http://a b:8080"}], 2, "member 'a'"),
+    ([{"id": "a", "url": 8080}], 2, "member 'a'"),
+    ([{"id": "ok", "url": "http://a:1"}, {"id": "b", "url": "http://b:1", "state": "gone"}],
+     2, "member 'b'"),
+    ([{"id": "a", "url": "http://a:1"}, {"id": "b", "url": "http://a:1"}], 2, "member 'b'"),
+    ([{"id": "a", "url": "http://a:1"}, {"id": "a", "url": "http://b:1"}], 2, "member 'a'"),
+    ([{"id": "has space", "url": "http://a:1"}], 2, "members[0]"),
+    ([{"id": "", "url": "http://a:1"}], 2, "members[0]"),
+    ([{"id": "x" * 254, "url": "http://a:1"}], 2, "members[0]"),
+    ([{"id": 7, "url": "http://a:1"}], 2, "members[0]"),
+    (["a"], 2, "members[0]"),
+    ([], 17, "'replication'"),
+    ([], "2", "'replication'"),
+])
+def test_every_member_is_checked_and_named(
+    members: list[object], replication: object, named: str,
+) -> None:
+    with pytest.raises(RingError) as info:
+        RingDoc.from_json({"version": 2, "replication": replication, "members": members})
+    assert named in str(info.value)
+
+
+@pytest.mark.parametrize("version", [-1, 2**63, 1.5, "1", None, True])
+def test_version_is_a_bounded_integer(version: object) -> None:
+    with pytest.raises(RingError, match="'version'"):
+        RingDoc.from_json({"version": version, "members": []})
+
+
+def test_good_urls_are_kept_without_a_trailing_slash() -> None:
+    doc = RingDoc.from_json({"version": 1, "replication": 16, "members": [
+        {"id": "a", "url": "http://a:1/"}, {"id": "b", "url": "https://[::1]:65535"},
+        {"id": "c", "url": "http://node-2.cache.svc.cluster.local"},  # scheme's port
+    ]})
+    assert [m.url for m in doc.members] == [
+        "http://a:1", "https://[::1]:65535", "http://node-2.cache.svc.cluster.local"]
+
+
+def test_same_content_ignores_member_order_but_not_state_or_replication() -> None:
+    a, b = Member("a", "http://a:1"), Member("b", "http://b:1")
+    doc = RingDoc(3, 2, (a, b))
+    assert doc.same_content(RingDoc(3, 2, (b, a)))
+    assert not doc.same_content(RingDoc(3, 1, (a, b)))
+    assert not doc.same_content(RingDoc(3, 2, (a, Member("b", "http://b:1", "leaving"))))
+    assert not doc.same_content(RingDoc(3, 2, (a,)))

@@ -29,10 +29,10 @@ from distcache_node.cluster.peers import (
     make_session,
 )
 from distcache_node.cluster.replication import VersionClock
-from distcache_node.cluster.ring import Ring, RingDoc, RingError
+from distcache_node.cluster.ring import Ring, RingConflict, RingDoc, RingError
 from distcache_node.config import NodeConfig
 from distcache_node.errors import ApiError
-from distcache_node.pipeline import api_key_of, keys_match
+from distcache_node.pipeline import keys_match
 from distcache_node.store import Store
 
 log = logging.getLogger("distcache.cluster")
@@ -72,26 +72,45 @@ class ClusterNode:
 
     # -- ring --------------------------------------------------------------------------------
     def update_ring(self, doc: RingDoc, source: str) -> bool:
-        """Adopt a newer ring; an older or equal version never replaces the one we have."""
+        """Adopt a newer ring; an older version, or the same one again, changes nothing
+        (False). The same version with other content raises RingConflict. All or nothing:
+        everything that can fail (the peer clients) is built before anything is swapped in,
+        so a ring that cannot be used (RingError) leaves the node on its old one."""
         if doc.version <= self.doc.version and self.doc.members:
+            if doc.version == self.doc.version and not doc.same_content(self.doc):
+                raise RingConflict(
+                    f"ring v{doc.version} from {source} differs from the v{doc.version} this "
+                    "node follows; publish changes under a new version")
             return False
+        if self.session is None:
+            raise RingError("cluster networking is not started yet")
+        fresh: dict[str, PeerClient] = {}
+        secret = self.config.cluster_secret
+        for member in doc.members:
+            client = self.peers.get(member.id)
+            if member.id != self.id and (client is None or client.url != member.url):
+                try:
+                    fresh[member.id] = PeerClient(
+                        member.id, member.url, self.session,
+                        sender=(self.id, lambda: self.doc.version),
+                        fast=FastPool(member.url, {SECRET_HEADER: secret} if secret else {},
+                                      self.client_ssl),
+                    )
+                except (ValueError, TypeError) as exc:
+                    for built in fresh.values():
+                        if built.fast is not None:
+                            built.fast.close()
+                    raise RingError(f"member {member.id!r}: url {member.url!r}: {exc}") from None
+        # Nothing below can fail: swap the new ring in.
         old = self.doc
         self.doc = doc
         self.target = doc.target()
         self.previous = doc.previous()
-        for member in doc.members:
-            client = self.peers.get(member.id)
-            if member.id != self.id and (client is None or client.url != member.url):
-                assert self.session is not None
-                if client is not None and client.fast is not None:
-                    client.fast.close()
-                secret = self.config.cluster_secret
-                self.peers[member.id] = PeerClient(
-                    member.id, member.url, self.session,
-                    sender=(self.id, lambda: self.doc.version),
-                    fast=FastPool(member.url, {SECRET_HEADER: secret} if secret else {},
-                                  self.client_ssl),
-                )
+        for member_id, client in fresh.items():
+            replaced = self.peers.get(member_id)
+            if replaced is not None and replaced.fast is not None:
+                replaced.fast.close()
+            self.peers[member_id] = client
         for peer_id in [p for p in self.peers if doc.member(p) is None]:
             gone = self.peers.pop(peer_id)
             if gone.fast is not None:
@@ -108,9 +127,13 @@ class ClusterNode:
         (and hand keys back along) the ring it has already left."""
         if version <= self.doc.version or sender is None or sender not in self.peers:
             return
-        with contextlib.suppress(PeerError, RingError):
-            self.update_ring(RingDoc.from_json(await self.peer(sender).get_ring()),
-                             f"peer {sender}")
+        with contextlib.suppress(PeerError):
+            try:
+                self.update_ring(RingDoc.from_json(await self.peer(sender).get_ring()),
+                                 f"peer {sender}")
+            except RingError as exc:
+                log.warning("ring from peer %s refused, keeping v%d: %s", sender,
+                            self.doc.version, exc)
 
     def is_alive(self, member: str) -> bool:
         return member == self.id or self.membership.is_alive(member)
@@ -291,9 +314,13 @@ class ClusterNode:
             await asyncio.sleep(self.config.heartbeat_interval)
             for peer_id, health in list(self.membership.health.items()):
                 if health.alive and health.ring_version > self.doc.version:
-                    with contextlib.suppress(PeerError, RingError):
-                        doc = RingDoc.from_json(await self.peer(peer_id).get_ring())
-                        self.update_ring(doc, f"peer {peer_id}")
+                    with contextlib.suppress(PeerError):
+                        try:
+                            doc = RingDoc.from_json(await self.peer(peer_id).get_ring())
+                            self.update_ring(doc, f"peer {peer_id}")
+                        except RingError as exc:
+                            log.warning("ring from peer %s refused, keeping v%d: %s", peer_id,
+                                        self.doc.version, exc)
             self.prune_tombstones()
 
 
@@ -308,13 +335,11 @@ def peer_check(app: web.Application, node: ClusterNode) -> None:
         if config.cluster_secret and given is not None and keys_match(given,
                                                                         config.cluster_secret):
             return
-        # Read-only views are for users and clients too, with the data API key.
-        if request.method == "GET" and request.path in ("/cluster/ring", "/cluster/status"):
-            key = api_key_of(request)
-            if not config.api_key or (key and keys_match(key, config.api_key)):
-                return
-        raise ApiError(403, "forbidden", "cluster endpoints accept only peers "
-                       "(a peer certificate or the cluster secret)")
+        # The data API key is not a peer credential, not even for reads: people and
+        # clients read GET /status.
+        raise ApiError(403, "forbidden", "cluster endpoints accept only peers (a peer "
+                       "certificate or the cluster secret); for the node's view of the "
+                       "cluster, GET /status with the API key")
 
     app[PEER_CHECK] = check
 
@@ -331,6 +356,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.ring_file:
         path = Path(config.ring_file)
         if path.exists():
+            # The watcher's first look reports (once) why a file is unusable.
             with contextlib.suppress(ValueError, RingError, OSError):
                 node.update_ring(RingDoc.from_json(orjson.loads(path.read_bytes())), "file")
         tasks.append(asyncio.create_task(node.watch_ring_file(path), name="ring-file"))

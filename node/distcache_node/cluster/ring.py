@@ -7,14 +7,22 @@ node's router, the migration, the ring-aware client and the operator alike.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import xxhash
 
 VNODES = 256
 STATES = ("joining", "active", "leaving")
+MAX_REPLICATION = 16
+MAX_MEMBERS = 1000
+MAX_VERSION = 2**63 - 1  # fits every int64 that reads it (metrics, the operator, clients)
+MAX_ID_LENGTH = 253  # a DNS name: pod and host names fit
+# Printable ASCII, no spaces: ids travel in headers and in space-separated heartbeats.
+_ID_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_LENGTH}}}")
 
 
 def hash64(data: str) -> int:
@@ -23,6 +31,34 @@ def hash64(data: str) -> int:
 
 class RingError(ValueError):
     """A ring document that cannot be used; the message says why."""
+
+
+class RingConflict(RingError):
+    """A ring with the version this node follows but different content: two writers
+    disagree, and neither may win silently."""
+
+
+def check_url(url: str, where: str = "url") -> str:
+    """A member URL peers can connect to: http(s)://host[:port] (port 1-65535), nothing
+    else. Returns it without a trailing slash; raises RingError saying what is wrong."""
+    url = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a port that is not a number or out of range
+    except ValueError as exc:
+        raise RingError(f"{where}: bad url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise RingError(f"{where}: url {url!r} must start with http:// or https://")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise RingError(f"{where}: url {url!r} must not contain spaces or control characters")
+    if not parts.hostname:
+        raise RingError(f"{where}: url {url!r} has no host")
+    if port == 0:
+        raise RingError(f"{where}: url {url!r}: port must be from 1 to 65535")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise RingError(f"{where}: url {url!r} must be scheme://host:port only, "
+                        "with no path, query or credentials")
+    return url
 
 
 @dataclass(frozen=True)
@@ -45,31 +81,55 @@ class RingDoc:
 
     @classmethod
     def from_json(cls, data: Any) -> RingDoc:
+        """Validate the whole document before anything uses it: a ring that names an
+        unusable member is refused as a whole (RingError naming the member), never half
+        adopted. Unknown top-level keys are ignored, for documents from newer versions."""
         if not isinstance(data, dict):
             raise RingError("ring document must be a JSON object")
         version, replication = data.get("version"), data.get("replication", 2)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise RingError("'version' must be a non-negative integer")
-        if isinstance(replication, bool) or not isinstance(replication, int) or replication < 1:
-            raise RingError("'replication' must be a positive integer")
+        if (isinstance(version, bool) or not isinstance(version, int)
+                or not 0 <= version <= MAX_VERSION):
+            raise RingError(f"'version' must be an integer from 0 to {MAX_VERSION}")
+        if (isinstance(replication, bool) or not isinstance(replication, int)
+                or not 1 <= replication <= MAX_REPLICATION):
+            raise RingError(f"'replication' must be an integer from 1 to {MAX_REPLICATION}")
         raw_members = data.get("members")
         if not isinstance(raw_members, list):
             raise RingError("'members' must be a list")
+        if len(raw_members) > MAX_MEMBERS:
+            raise RingError(f"at most {MAX_MEMBERS} members")
         members: list[Member] = []
         seen: set[str] = set()
-        for raw in raw_members:
+        urls: dict[str, str] = {}
+        for index, raw in enumerate(raw_members):
+            where = f"members[{index}]"
             if not isinstance(raw, dict):
-                raise RingError("each member must be an object with id, url, state")
+                raise RingError(f"{where}: each member must be an object with id, url, state")
             mid, url, state = raw.get("id"), raw.get("url"), raw.get("state", "active")
-            if not isinstance(mid, str) or not mid or not isinstance(url, str) or not url:
-                raise RingError("each member needs a non-empty string 'id' and 'url'")
-            if state not in STATES:
-                raise RingError(f"member {mid!r}: state must be one of {', '.join(STATES)}")
+            if not isinstance(mid, str) or not _ID_RE.fullmatch(mid):
+                raise RingError(f"{where}: 'id' must be 1-{MAX_ID_LENGTH} printable ASCII "
+                                f"characters without spaces, got {mid!r}")
+            where = f"member {mid!r}"
+            if not isinstance(url, str):
+                raise RingError(f"{where}: 'url' must be a string")
+            url = check_url(url, where)
+            if not isinstance(state, str) or state not in STATES:
+                raise RingError(f"{where}: state must be one of {', '.join(STATES)}, "
+                                f"got {state!r}")
             if mid in seen:
-                raise RingError(f"member {mid!r} listed twice")
+                raise RingError(f"{where} listed twice")
+            if url in urls:
+                raise RingError(f"{where}: url {url} is also member {urls[url]!r}'s")
             seen.add(mid)
-            members.append(Member(mid, url.rstrip("/"), state))
+            urls[url] = mid
+            members.append(Member(mid, url, state))
         return cls(version, replication, tuple(members))
+
+    def same_content(self, other: RingDoc) -> bool:
+        """Same replication and members (in any order): the same placement."""
+        return (self.replication == other.replication
+                and sorted(self.members, key=lambda m: m.id)
+                == sorted(other.members, key=lambda m: m.id))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,6 @@
-"""Internal endpoints under /cluster/, for peers only (the middleware runs the peer check;
-GET /cluster/ring and /cluster/status also take the data API key)."""
+"""Internal endpoints under /cluster/, for peers only: a certificate from the cluster CA or
+the cluster secret (the request pipeline runs the peer check). People and clients read the
+node's view of the cluster from GET /status, with the data API key."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from distcache_node.cluster.peers import (
     decode_entries,
     encode_entries,
 )
-from distcache_node.cluster.ring import RingDoc, RingError
+from distcache_node.cluster.ring import RingConflict, RingDoc, RingError
 from distcache_node.errors import ApiError, bad_request
 from distcache_node.handlers import read_json, validate_key, validate_ttl
 from distcache_node.pipeline import PEER, add_route
@@ -53,12 +54,16 @@ async def handle_put_ring(request: web.Request) -> web.Response:
     node = _node(request)
     try:
         doc = RingDoc.from_json(await read_json(request))
+        changed = node.update_ring(doc, "push")
+    except RingConflict as exc:
+        raise ApiError(409, "ring_conflict", str(exc)) from None
     except RingError as exc:
         raise bad_request(str(exc), "invalid_ring") from None
-    if not node.update_ring(doc, "push") and doc.version < node.doc.version:
+    if not changed and doc.version < node.doc.version:
         raise ApiError(409, "stale_ring",
                        f"ring v{doc.version} is older than this node's v{node.doc.version}")
-    return _json({"accepted": node.doc.version == doc.version, "version": node.doc.version})
+    # Adopted, or the very ring this node follows again (a retried push): both succeed.
+    return _json({"accepted": True, "changed": changed, "version": node.doc.version})
 
 
 async def handle_status(request: web.Request) -> web.Response:
@@ -145,7 +150,10 @@ async def handle_drain(request: web.Request) -> web.Response:
         for peer in list(node.peers.values()):
             with contextlib.suppress(PeerError):  # ring gossip converges the rest
                 await peer.put_ring(doc.to_json())
-        node.update_ring(doc, "drain")
+        try:
+            node.update_ring(doc, "drain")
+        except RingConflict as exc:  # another writer published this version meanwhile
+            raise ApiError(409, "ring_conflict", f"{exc}; retry the drain") from None
     node.migration.wake()  # a second call re-checks for writes that landed late
     return _json(node.status())
 

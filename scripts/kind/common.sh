@@ -1,0 +1,22 @@
+# Shared settings for scripts/kind/*.sh (sourced, not run).
+# Every build output lives OUTSIDE the clone, under $DISTCACHE_CACHE/kind, keyed by the pins in
+# versions.env, so a fresh clone (CI) reuses what an earlier run built on the same machine.
+KIND_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$KIND_SCRIPTS/../.." && pwd)
+# shellcheck source=versions.env
+. "$KIND_SCRIPTS/versions.env"
+DISTCACHE_CACHE=${DISTCACHE_CACHE:-/var/cache/distcache}
+KIND_CACHE=$DISTCACHE_CACHE/kind
+BIN_CACHE=$KIND_CACHE/bin
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+export PATH=$PATH:/usr/local/go/bin:${GOPATH:-$HOME/go}/bin
+NICE=(nice -n 19)
+CLUSTER_NAME=${KIND_CLUSTER_NAME:-distcache}
+KUBECONFIG_PATH=${DISTCACHE_KUBECONFIG:-$KIND_CACHE/kubeconfig-$CLUSTER_NAME}
+
+log() { printf '== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# A short hash of the given files' contents: image tags change when their inputs do.
+inputs_stamp() { cat "$@" | sha256sum | cut -c1-10; }
