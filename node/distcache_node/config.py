@@ -98,6 +98,10 @@ class NodeConfig:
     replication: int = 2
     write_quorum: int = 0  # 0: all live owners, at least 2 when R >= 2
     heartbeat_interval: float = 1.0
+    # Seconds a node waits on a peer to connect, and for each read of its answer; a whole
+    # call gets at most about twice that. A peer that drops packets costs this much per
+    # forwarded read, which then goes to another owner.
+    peer_timeout: float = 3.0
     # A refused connection convicts a peer at once (a killed process); mere silence only
     # after this long, so a node slowed by load is not declared dead and written around.
     suspect_after: float = 5.0
@@ -146,7 +150,7 @@ class NodeConfig:
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
         # `not x > 0` rather than `x <= 0`: also refuses nan.
-        for name in ("request_read_timeout", "active_expiry_interval"):
+        for name in ("request_read_timeout", "active_expiry_interval", "peer_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if not self.shutdown_timeout >= 0:

@@ -7,6 +7,17 @@ than the Python objects they encode.
 Expiry is lazy (checked on every read) and active: a heap of deadlines lets
 `expire_due()` free expired keys that nobody reads, without scanning the whole store.
 
+Cluster mode also keeps tombstones: a delete at version v leaves the key behind as an
+entry without a value, for TOMBSTONE_SECONDS, so that an older copy still in flight
+(a late replication message, a migration batch, a refill) cannot bring the value back. A
+tombstone is an ordinary entry for the byte bound: its key and overhead count in
+`bytes_used`, it takes its place in the LRU order, and it is evicted like any other entry
+when room is needed. Evicting a tombstone is exactly as safe as evicting a key: either way
+this node forgets that it saw version v, and an older copy arriving afterwards is stored
+(a deleted value comes back here, or an overwritten one does), the price any bounded store
+pays. Its other replicas, and the next write of the key, still win over it. Tombstones are
+invisible to reads, `len()`, `keys()`, `items()` and `entries()`.
+
 Not thread-safe on purpose: the node runs one event loop and calls it from there only.
 """
 
@@ -21,6 +32,10 @@ from collections.abc import Callable, Iterator
 # slot and link node). Counting it keeps --max-memory close to what the process really uses.
 ENTRY_OVERHEAD = 160
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+TOMBSTONE_SECONDS = 300.0  # how long a delete outvotes an older copy still in flight
+# A tombstone's value, told apart by identity: set() stores a fresh copy of every value, so
+# no stored value is this object, whatever its content.
+_TOMBSTONE = bytes(bytearray(b"<tombstone>"))
 
 
 class EntryTooLarge(ValueError):
@@ -39,11 +54,16 @@ def entry_size(key: str, value: bytes) -> int:
 class Store:
     def __init__(
         self, max_bytes: int, clock: Callable[[], float] = time.monotonic,
-        track_versions: bool = False,
+        track_versions: bool = False, tombstone_seconds: float = TOMBSTONE_SECONDS,
     ) -> None:
         self.max_bytes = max_bytes
         self.clock = clock
+        # Values, and tombstones (value b""): one LRU order for both.
         self._data: OrderedDict[str, bytes] = OrderedDict()
+        # Tombstone deadlines, in the order they were set: with one fixed lifetime that is
+        # also deadline order, so expiry pops from the front.
+        self._tombstones: OrderedDict[str, float] = OrderedDict()
+        self.tombstone_seconds = tombstone_seconds
         self._deadlines: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         # Cluster mode: the write version of each key, so replicas and migrations apply
@@ -56,7 +76,12 @@ class Store:
         self.on_drop: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) - len(self._tombstones)
+
+    @property
+    def tombstones(self) -> int:
+        """Tombstones held (unexpired or not yet collected)."""
+        return len(self._tombstones)
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -64,7 +89,7 @@ class Store:
     def get(self, key: str) -> bytes | None:
         """The value, refreshing its LRU position; None when absent or expired."""
         value = self._data.get(key)
-        if value is None:
+        if value is None or value is _TOMBSTONE:
             return None
         if self._deadlines:
             deadline = self._deadlines.get(key)
@@ -91,7 +116,7 @@ class Store:
         # No key has a TTL, so nothing can have expired: get() without its expiry check,
         # inlined because this is every GET's path.
         value = self._data.get(key)
-        if value is None:
+        if value is None or value is _TOMBSTONE:
             return None
         self._data.move_to_end(key)
         return value, None
@@ -106,7 +131,7 @@ class Store:
         found: dict[str, tuple[bytes, float | None]] = {}
         for key in keys:
             value = data.get(key)
-            if value is not None:
+            if value is not None and value is not _TOMBSTONE:
                 touch(key)
                 found[key] = (value, None)
         return found
@@ -122,6 +147,8 @@ class Store:
         if old is not None:
             self.bytes_used -= entry_size(key, old)
             self._data.move_to_end(key)
+            if old is _TOMBSTONE:
+                del self._tombstones[key]
         # A copy that is exactly as large as its content: orjson.dumps hands back bytes in a
         # buffer of at least 4 KiB whatever their length, ~4 KiB kept per small value.
         self._data[key] = bytes(memoryview(value))
@@ -143,21 +170,57 @@ class Store:
             return 0
         return self._versions.get(key, 0)
 
+    def held_version(self, key: str) -> int:
+        """Version of what this store knows of a key: its value's, or its unexpired
+        tombstone's; 0 when it knows nothing (or does not track versions)."""
+        if self._versions is None:
+            return 0
+        if key in self._tombstones:
+            if self._tombstones[key] <= self.clock():
+                self._remove(key)
+                return 0
+            return self._versions.get(key, 0)
+        return self.version(key)
+
     def apply(self, key: str, value: bytes, ttl: float | None, version: int) -> bool:
-        """Set only when `version` is newer than what is held: replication and migration
-        messages may arrive late or twice, and must never undo a newer write."""
-        if self.get(key) is not None and self.version(key) >= version:
+        """Set only when `version` is newer than what is held, a tombstone included:
+        replication and migration messages may arrive late or twice, and must never undo a
+        newer write or delete."""
+        if self.held_version(key) >= version and (key in self._data):
             return False
         self.set(key, value, ttl, version)
         return True
 
+    def delete_version(self, key: str, version: int) -> bool:
+        """A versioned delete (cluster mode): unless something newer is held, replace the
+        key with a tombstone of `version` for `tombstone_seconds`. Returns whether a value
+        was removed."""
+        if version <= self.held_version(key) and key in self._data:
+            return False
+        removed = self.get(key) is not None
+        old = self._data.get(key)
+        if old is not None:
+            self._remove(key)
+        size = entry_size(key, _TOMBSTONE)
+        if size > self.max_bytes:
+            return removed
+        self._data[key] = _TOMBSTONE
+        self._tombstones[key] = self.clock() + self.tombstone_seconds
+        if self._versions is not None:
+            self._versions[key] = version
+        self.bytes_used += size
+        if self.bytes_used > self.max_bytes:
+            self._evict()
+        return removed
+
     def delete(self, key: str) -> bool:
+        """Drop a key with no trace (a tombstone too); returns whether a value was there."""
         if key not in self._data:
             return False
-        expired = self.get(key) is None
-        if not expired:
+        present = self.get(key) is not None
+        if key in self._data:
             self._remove(key)
-        return not expired
+        return present
 
     def incr(
         self, key: str, delta: int, ttl: float | None = None, version: int = 0
@@ -192,6 +255,13 @@ class Store:
                 dropped += 1
                 if self.on_drop is not None:
                     self.on_drop(key)
+        tombstones = self._tombstones
+        while tombstones and dropped < limit:
+            key, deadline = next(iter(tombstones.items()))
+            if deadline > now:
+                break
+            self._remove(key)
+            dropped += 1
         # Overwrites leave stale heap entries behind; rebuild when they dominate.
         if len(heap) > 2 * len(deadlines) + 1024:
             self._heap = [(d, k) for k, d in deadlines.items()]
@@ -205,7 +275,8 @@ class Store:
         # Deadlines go into the snapshot too: a key deleted or overwritten while the caller
         # iterates must not come out with ttl None (never expires).
         deadlines = self._deadlines
-        snapshot = [(key, value, deadlines.get(key)) for key, value in self._data.items()]
+        snapshot = [(key, value, deadlines.get(key)) for key, value in self._data.items()
+                    if value is not _TOMBSTONE]
         for key, value, deadline in snapshot:
             if deadline is None:
                 yield key, value, None
@@ -218,12 +289,16 @@ class Store:
         return [(k, v, ttl, versions.get(k, 0)) for k, v, ttl in self.items()]
 
     def keys(self) -> list[str]:
-        return list(self._data)
+        """Keys with a value, least recently used first."""
+        if not self._tombstones:
+            return list(self._data)
+        return [key for key, value in self._data.items() if value is not _TOMBSTONE]
 
     def clear(self) -> None:
         self._data.clear()
         self._deadlines.clear()
         self._heap.clear()
+        self._tombstones.clear()
         if self._versions is not None:
             self._versions.clear()
         self.bytes_used = 0
@@ -231,6 +306,8 @@ class Store:
     def _remove(self, key: str) -> None:
         value = self._data.pop(key)
         self._deadlines.pop(key, None)
+        if value is _TOMBSTONE:
+            del self._tombstones[key]
         if self._versions is not None:
             self._versions.pop(key, None)
         self.bytes_used -= entry_size(key, value)
@@ -242,6 +319,9 @@ class Store:
             if self._versions is not None:
                 self._versions.pop(key, None)
             self.bytes_used -= entry_size(key, value)
+            if value is _TOMBSTONE:  # no key disappears from view
+                del self._tombstones[key]
+                continue
             self.evictions += 1
             if self.on_drop is not None:
                 self.on_drop(key)

@@ -376,3 +376,134 @@ def test_clear_resets_everything(clock: FakeClock) -> None:
     assert store.bytes_used == 0
     clock.advance(5)
     assert store.expire_due() == 0
+
+
+# --- versions and tombstones (cluster mode) -------------------------------------------------
+
+
+def versioned(clock: FakeClock, max_bytes: int = 100_000, tombstone_seconds: float = 300.0
+              ) -> Store:
+    return Store(max_bytes=max_bytes, clock=clock, track_versions=True,
+                 tombstone_seconds=tombstone_seconds)
+
+
+def test_apply_keeps_only_the_newest_version(clock: FakeClock) -> None:
+    store = versioned(clock)
+    assert store.apply("k", b"2", None, 20)
+    assert not store.apply("k", b"1", None, 10)  # late and older: ignored
+    assert not store.apply("k", b"2", None, 20)  # repeated: nothing to do
+    assert store.get("k") == b"2" and store.held_version("k") == 20
+    assert store.apply("k", b"3", None, 30)
+    assert store.get("k") == b"3"
+
+
+def test_tombstone_hides_the_key_but_counts_in_the_byte_bound(clock: FakeClock) -> None:
+    store = versioned(clock)
+    store.apply("k", b"value", None, 10)
+    store.apply("other", b"1", None, 10)
+    assert store.delete_version("k", 20)  # a value was removed
+    assert store.get("k") is None and "k" not in store
+    assert len(store) == 1 and store.keys() == ["other"]
+    assert [e[0] for e in store.entries()] == ["other"]
+    assert store.tombstones == 1
+    assert store.bytes_used == entry_size("other", b"1") + entry_size("k", b"<tombstone>")
+    assert store.version("k") == 0 and store.held_version("k") == 20
+
+
+def test_tombstone_outvotes_older_copies_and_yields_to_newer_writes(clock: FakeClock) -> None:
+    store = versioned(clock)
+    store.apply("k", b"old", None, 10)
+    store.delete_version("k", 20)
+    assert not store.apply("k", b"old", None, 10)  # a late copy, e.g. still in migration
+    assert not store.apply("k", b"older", None, 19)
+    assert store.get("k") is None
+    assert not store.delete_version("k", 15)  # an older delete changes nothing
+    assert store.held_version("k") == 20
+    assert store.apply("k", b"new", None, 21)  # a newer write replaces the tombstone
+    assert store.get("k") == b"new" and store.tombstones == 0 and len(store) == 1
+    assert store.bytes_used == entry_size("k", b"new")
+
+
+def test_delete_of_a_newer_value_changes_nothing(clock: FakeClock) -> None:
+    store = versioned(clock)
+    store.apply("k", b"v", None, 30)
+    assert not store.delete_version("k", 20)
+    assert store.get("k") == b"v" and store.held_version("k") == 30 and store.tombstones == 0
+
+
+def test_delete_of_an_absent_key_leaves_a_tombstone(clock: FakeClock) -> None:
+    store = versioned(clock)
+    assert not store.delete_version("k", 20)  # nothing removed...
+    assert store.held_version("k") == 20  # ...but the delete is remembered
+    assert not store.apply("k", b"late", None, 10)
+
+
+def test_tombstones_expire_after_their_window(clock: FakeClock) -> None:
+    store = versioned(clock, tombstone_seconds=300)
+    store.apply("a", b"1", None, 10)
+    store.delete_version("a", 20)
+    clock.advance(100)
+    store.delete_version("b", 20)
+    clock.advance(199)
+    assert store.expire_due() == 0 and store.tombstones == 2
+    assert not store.apply("a", b"late", None, 10)  # still inside the window
+    clock.advance(2)
+    assert store.expire_due() == 1  # a's window is over, b's is not
+    assert store.tombstones == 1 and store.held_version("a") == 0
+    assert store.bytes_used == entry_size("b", b"<tombstone>")
+    # Lazily too: past b's window an old copy is stored, the tombstone long gone.
+    clock.advance(100)
+    assert store.apply("b", b"late", None, 10)
+    assert store.tombstones == 0 and store.get("b") == b"late"
+    assert store.bytes_used == entry_size("b", b"late")
+
+
+def test_tombstones_take_their_place_in_lru_eviction(clock: FakeClock) -> None:
+    size = entry_size("k0", b"x" * 100)
+    store = versioned(clock, max_bytes=3 * size)
+    for i in range(3):
+        store.apply(f"k{i}", b"x" * 100, None, 10)
+    store.delete_version("k0", 20)  # k0 becomes a tombstone, the newest entry
+    assert store.bytes_used == 2 * size + entry_size("k0", b"<tombstone>")
+    store.apply("k3", b"x" * 100, None, 10)
+    store.apply("k4", b"x" * 100, None, 10)
+    # k1 and k2, older than the tombstone, made room; the tombstone still protects k0.
+    assert store.keys() == ["k3", "k4"] and store.tombstones == 1
+    assert not store.apply("k0", b"x" * 100, None, 10)
+    assert store.evictions == 2
+    store.apply("k5", b"x" * 100, None, 10)
+    # Now the tombstone was the least recently used: evicted like a key (not counted as an
+    # eviction: no key disappeared from view). From here on k0 is unknown, as an evicted
+    # key would be, and an old copy is taken.
+    assert store.tombstones == 0 and store.keys() == ["k3", "k4", "k5"]
+    assert store.bytes_used == 3 * size == store.max_bytes
+    assert store.evictions == 2
+    assert store.held_version("k0") == 0
+
+
+def test_many_deletes_stay_within_the_byte_bound(clock: FakeClock) -> None:
+    store = versioned(clock, max_bytes=20_000)
+    for i in range(1000):
+        store.delete_version(f"deleted-key-{i}", 10)
+        assert store.bytes_used <= 20_000
+    assert store.tombstones < 1000 and len(store) == 0
+    store.clear()
+    assert store.tombstones == 0 and store.bytes_used == 0
+
+
+def test_plain_delete_leaves_no_tombstone(clock: FakeClock) -> None:
+    store = versioned(clock)
+    store.apply("k", b"v", None, 10)
+    assert store.delete("k")
+    assert store.tombstones == 0 and store.held_version("k") == 0 and store.bytes_used == 0
+    store.delete_version("t", 10)
+    assert not store.delete("t")  # a tombstone is not a value...
+    assert store.tombstones == 0 and store.bytes_used == 0  # ...but goes too
+
+
+def test_incr_over_a_tombstone_starts_from_zero(clock: FakeClock) -> None:
+    store = versioned(clock)
+    store.apply("n", b"41", None, 10)
+    store.delete_version("n", 20)
+    assert store.incr("n", 1, None, 30) == 1
+    assert store.tombstones == 0 and store.held_version("n") == 30

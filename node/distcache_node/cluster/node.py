@@ -28,7 +28,7 @@ from distcache_node.cluster.peers import (
     client_ssl_context,
     make_session,
 )
-from distcache_node.cluster.replication import VersionClock
+from distcache_node.cluster.replication import ApplyResult, VersionClock
 from distcache_node.cluster.ring import Ring, RingConflict, RingDoc, RingError
 from distcache_node.config import NodeConfig
 from distcache_node.errors import ApiError
@@ -36,7 +36,6 @@ from distcache_node.pipeline import keys_match
 from distcache_node.store import Store
 
 log = logging.getLogger("distcache.cluster")
-TOMBSTONE_SECONDS = 300.0  # how long a delete outvotes an older copy still in migration
 RING_SETTLE = 30.0  # seconds after a ring change in which late writes may use the old ring
 
 
@@ -56,7 +55,6 @@ class ClusterNode:
         self.membership = Membership(config.heartbeat_interval, config.suspect_after,
                                      on_change=self._peer_changed)
         self.migration = Migration(self)
-        self.tombstones: dict[str, tuple[int, float]] = {}
         self.session: aiohttp.ClientSession | None = None
         self.client_ssl: ssl.SSLContext | None = None  # mutual TLS towards peers
         self.ring_changed_at = time.monotonic()
@@ -92,6 +90,7 @@ class ClusterNode:
                 try:
                     fresh[member.id] = PeerClient(
                         member.id, member.url, self.session,
+                        timeout=self.config.peer_timeout,
                         sender=(self.id, lambda: self.doc.version),
                         fast=FastPool(member.url, {SECRET_HEADER: secret} if secret else {},
                                       self.client_ssl),
@@ -214,37 +213,47 @@ class ClusterNode:
 
     def local_apply(
         self, entries: list[WireEntry], deletes: list[tuple[str, int]]
-    ) -> tuple[int, list[str]]:
+    ) -> ApplyResult:
+        """Apply replicated writes and deletes (from peers, migration, refill, or this node
+        as a coordinator), each only where it is newer than what the store holds, a
+        tombstone included. Every version received moves the clock past it. Reports the
+        keys this node does not hold at the sent version or newer (the sender must not
+        count it for them) and those it holds at a newer version than sent."""
         applied, deleted = 0, []
+        not_held: list[str] = []
+        newer: list[tuple[str, int]] = []
         now = time.monotonic()
-        tombstones, store = self.tombstones, self.store
+        store, observe = self.store, self.clock.observe
         for key, version in deletes:
-            tombstones[key] = (max(version, tombstones.get(key, (0, 0))[0]),
-                               now + TOMBSTONE_SECONDS)
-            if store.version(key) < version and store.delete(key):
+            observe(version)
+            if store.delete_version(key, version):
                 deleted.append(key)
+            held = store.held_version(key)
+            if held > version:
+                newer.append((key, held))
+            elif held < version:
+                not_held.append(key)  # a tombstone too large for this store
         for key, value, ttl, version in entries:
-            stone = tombstones.get(key)
-            if stone is not None and stone[0] >= version:
-                continue
+            observe(version)
             if store.apply(key, value, ttl, version):
                 applied += 1
+                continue
+            held = store.held_version(key)
+            if held > version:
+                newer.append((key, held))
+            elif held < version:
+                not_held.append(key)
         # A coordinator still on the old ring may write to an owner that is no longer one:
         # let the migration hand such keys on.
         recent = self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE
         if entries and recent and any(self.id not in self.target.owners(e[0]) for e in entries):
             self.migration.wake()
-        return applied, deleted
+        return ApplyResult(applied, deleted, not_held, newer)
 
     def local_incr(self, key: str, delta: int, ttl: float | None) -> WireEntry:
         version = self.clock.next()
         value = self.store.incr(key, delta, ttl, version)
         return key, str(value).encode(), self.store.ttl(key), version
-
-    def prune_tombstones(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, (_, until) in self.tombstones.items() if until < now]:
-            del self.tombstones[key]
 
     def status(self) -> dict[str, object]:
         peers = {
@@ -321,7 +330,6 @@ class ClusterNode:
                         except RingError as exc:
                             log.warning("ring from peer %s refused, keeping v%d: %s", peer_id,
                                         self.doc.version, exc)
-            self.prune_tombstones()
 
 
 def peer_check(app: web.Application, node: ClusterNode) -> None:

@@ -3,6 +3,11 @@ connections (one TLS handshake per connection, not per request), and the wire fo
 
 Entries travel as [key, value, ttl, version] with the value spliced in as the stored JSON
 bytes, so forwarding never re-encodes what it does not need to.
+
+Every call is bounded: connecting and each read within the peer timeout (--peer-timeout),
+the whole call within twice that plus time to send its body at a modest rate, and no answer
+is read past MAX_RESPONSE bytes. A peer that drops packets, stalls or streams without end
+costs a bounded wait, then the caller tries another owner.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from distcache_node.cluster.fastpath import FastPathError, FastPool
+from distcache_node.cluster.fastpath import MAX_RESPONSE, FastPathError, FastPool
+from distcache_node.cluster.replication import VERSION_MAX
 
 WireEntry = tuple[str, bytes, float | None, int]  # key, JSON value bytes, ttl, version
 SECRET_HEADER = "X-DistCache-Cluster-Secret"
+DEFAULT_TIMEOUT = 3.0  # seconds: --peer-timeout's default
+SEND_RATE = 8 * 1024**2  # bytes/s a request body is granted on top of the timeout
 
 
 class PeerError(Exception):
@@ -43,6 +51,14 @@ def encode_entries(entries: Iterable[WireEntry]) -> bytes:
     )
 
 
+def check_version(version: Any) -> int:
+    """A write version off the wire: an integer in 0..2^63-1, or ValueError."""
+    if isinstance(version, bool) or not isinstance(version, int) \
+            or not 0 <= version <= VERSION_MAX:
+        raise ValueError(f"version must be an integer in 0..2^63-1, not {version!r}")
+    return version
+
+
 def decode_entries(raw: list[Any]) -> list[WireEntry]:
     """Inverse of encode_entries after orjson.loads; raises ValueError on a bad shape."""
     out: list[WireEntry] = []
@@ -51,27 +67,52 @@ def decode_entries(raw: list[Any]) -> list[WireEntry]:
         if not isinstance(item, list) or len(item) != 4:
             raise ValueError("entry must be [key, value, ttl, version]")
         key, value, ttl, version = item
-        if not isinstance(key, str) or not isinstance(version, int):
-            raise ValueError("entry key must be a string and version an integer")
+        if not isinstance(key, str):
+            raise ValueError("entry key must be a string")
+        check_version(version)
         if ttl is not None and (not isinstance(ttl, int | float) or ttl <= 0):
             continue  # expired in flight: nothing to store
         out.append((key, dumps(value), None if ttl is None else float(ttl), version))
     return out
 
 
+EXPORT_READ_FACTOR = 5
 FROM_HEADER = "X-DistCache-From"
 RING_HEADER = "X-DistCache-Ring-Version"
 
 
+class ResponseTooLarge(Exception):
+    pass
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The response body, or ResponseTooLarge once it passes `cap` bytes (decoded)."""
+    length = resp.content_length
+    if length is not None and length > cap:
+        raise ResponseTooLarge(f"response of {length} bytes is over the {cap}-byte cap")
+    if length is not None and "Content-Encoding" not in resp.headers:
+        return await resp.read()  # exactly Content-Length bytes
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > cap:
+            raise ResponseTooLarge(f"response over the {cap}-byte cap")
+    return bytes(body)
+
+
 class PeerClient:
     def __init__(
-        self, peer_id: str, url: str, session: aiohttp.ClientSession, timeout: float = 5.0,
+        self, peer_id: str, url: str, session: aiohttp.ClientSession,
+        timeout: float = DEFAULT_TIMEOUT,
         sender: tuple[str, Callable[[], int]] | None = None, fast: FastPool | None = None,
+        max_response: int = MAX_RESPONSE,
     ) -> None:
         self.id = peer_id
         self.url = url
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 2.0))
+        self.peer_timeout = timeout
+        self.max_response = max_response
+        self.timeout = self._timeout(0)
         # (our member id, our ring version): lets a peer on an older ring catch up before
         # acting on what we send.
         self.sender = sender
@@ -85,6 +126,13 @@ class PeerClient:
         return {"forwarded_requests": fast.requests if fast else 0,
                 "forwarding_connections_opened": fast.connections_opened if fast else 0}
 
+    def _timeout(self, body_size: int) -> aiohttp.ClientTimeout:
+        """Connect, and each read, within the peer timeout; the whole call within twice
+        that plus the time to send the body at SEND_RATE (aiohttp has no write timeout)."""
+        t = self.peer_timeout
+        return aiohttp.ClientTimeout(total=2 * t + body_size / SEND_RATE, connect=t,
+                                     sock_connect=t, sock_read=t)
+
     def _headers(self, body: bytes | None) -> dict[str, str] | None:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.sender is not None:
@@ -95,13 +143,22 @@ class PeerClient:
     async def _call(
         self, method: str, path: str, body: bytes | None = None, timeout: float | None = None
     ) -> Any:
-        client_timeout = self.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        if timeout is not None:
+            client_timeout = aiohttp.ClientTimeout(total=timeout)
+        elif body:
+            client_timeout = self._timeout(len(body))
+        else:
+            client_timeout = self.timeout
         try:
             async with self.session.request(
                 method, self.url + path, data=body, timeout=client_timeout,
                 headers=self._headers(body),
             ) as resp:
-                raw = await resp.read()
+                try:
+                    raw = await read_capped(resp, self.max_response)
+                except ResponseTooLarge as exc:
+                    raise PeerError(self.id, f"{method} {path}: {exc}",
+                                    unreachable=False) from None
                 if resp.status >= 400:
                     # A 4xx/5xx means the peer is alive: only transport failures suspect it.
                     raise PeerError(self.id, f"{method} {path} -> {resp.status}: "
@@ -133,7 +190,7 @@ class PeerClient:
         result: dict[str, Any] = await self._call("POST", "/cluster/drain", b"{}")
         return result
 
-    async def get_one(self, key: str) -> tuple[bytes, float | None] | None:
+    async def get_one(self, key: str) -> tuple[bytes, float | None, int] | None:
         """One key, batched with the other single-key reads for this peer that arrive in the
         same event-loop turn: under load, one request carries many forwarded GETs."""
         if self._pending is None:
@@ -163,7 +220,7 @@ class PeerClient:
                 if not waiter.done():
                     waiter.set_exception(PeerError(self.id, repr(exc)))
             raise
-        found = {key: (value, ttl) for key, value, ttl, _ in entries}
+        found = {key: (value, ttl, version) for key, value, ttl, version in entries}
         for key, waiter in pending.items():
             if not waiter.done():
                 waiter.set_result(found.get(key))
@@ -183,9 +240,10 @@ class PeerClient:
         try:
             status, raw = await self.fast.post(
                 "/cluster/get", orjson.dumps({"keys": keys}), sender,
-                timeout=self.timeout.total or 5.0)
+                timeout=self.peer_timeout)
         except FastPathError as exc:
-            raise PeerError(self.id, f"POST /cluster/get: {exc}", refused=exc.refused) from exc
+            raise PeerError(self.id, f"POST /cluster/get: {exc}", refused=exc.refused,
+                            unreachable=not exc.too_large) from exc
         if status != 200:
             raise PeerError(self.id, f"POST /cluster/get -> {status}: "
                             f"{raw[:200].decode(errors='replace')}", unreachable=False)
@@ -204,24 +262,43 @@ class PeerClient:
         result: dict[str, Any] = await self._call("POST", "/cluster/apply", body)
         return result
 
-    async def incr(self, key: str, delta: int, ttl: float | None) -> int:
+    async def incr(self, key: str, delta: int, ttl: float | None) -> tuple[int, int]:
+        """(new value, its version) from the key's primary."""
         body = orjson.dumps({"key": key, "delta": delta, "ttl": ttl})
         result = await self._call("POST", "/cluster/incr", body)
-        return int(result["value"])
+        return int(result["value"]), int(result.get("version", 0))
 
     async def export(self, owner: str, ring_version: int) -> AsyncIterator[list[WireEntry]]:
         """Entries this peer holds that `owner` should hold: a restarted node's refill."""
         body = orjson.dumps({"owner": owner, "ring_version": ring_version})
+        # No overall deadline (a large share takes as long as it takes), but connecting and
+        # every read have one: the peer scans its store between batches, so reads get
+        # EXPORT_READ_FACTOR times the peer timeout. One line (batch) is capped like any
+        # answer.
+        t = self.peer_timeout
+        timeout = aiohttp.ClientTimeout(total=None, connect=t, sock_connect=t,
+                                        sock_read=EXPORT_READ_FACTOR * t)
         try:
             async with self.session.post(
-                self.url + "/cluster/export", data=body,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=30),
+                self.url + "/cluster/export", data=body, timeout=timeout,
+                headers=self._headers(body),
             ) as resp:
                 if resp.status >= 400:
                     raise PeerError(self.id, f"export -> {resp.status}", unreachable=False)
-                async for line in resp.content:
-                    if line.strip():
-                        yield decode_entries(orjson.loads(line))
+                line = bytearray()
+                async for chunk in resp.content.iter_any():
+                    start = 0
+                    while (end := chunk.find(b"\n", start)) >= 0:
+                        line += chunk[start:end]
+                        if line.strip():
+                            yield decode_entries(orjson.loads(line))
+                        line, start = bytearray(), end + 1
+                    line += chunk[start:]
+                    if len(line) > self.max_response:
+                        raise PeerError(self.id, f"export: a line over the "
+                                        f"{self.max_response}-byte cap", unreachable=False)
+                if line.strip():
+                    yield decode_entries(orjson.loads(line))
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"export: {exc!r}", refused=_refused(exc)) from exc
 

@@ -1,5 +1,17 @@
 """The cluster's Backend: places each key on the ring, reads from the first ready owner with
-fail-over, and writes to every live owner before acknowledging."""
+fail-over, and writes to every live owner before acknowledging.
+
+A replica counts towards a write's quorum only when it answers that it holds that write or
+a newer one. When a replica already holds a newer version, the coordinator's clock had not
+yet seen it (the clocks move past every version they receive, see replication.py, but a
+coordinator that is not an owner may never have received it). The client's write is still
+in flight, so every write the replica holds either completed before it began or is
+concurrent with it; either way ordering the client's write last is correct, and it is what
+the client expects of a write issued after an acknowledged one. So the coordinator takes in
+the newer version and re-issues the write with a version above it to every owner. Writes
+without a value of their own (incr, serialised on the primary, which has seen every version
+of the key) count a newer version as superseded, and so acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +22,7 @@ from collections.abc import Awaitable, Sequence
 from distcache_node.backend import Entry, Item
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
-from distcache_node.cluster.replication import required_acks
+from distcache_node.cluster.replication import ApplyResult, required_acks
 from distcache_node.errors import ApiError
 from distcache_node.handlers import REMOTE
 
@@ -53,6 +65,7 @@ class ClusterRouter:
                 *(self._fetch(m, plan[m]) for m in members), return_exceptions=True
             )
             pending = []
+            observe = node.clock.observe
             for member, result in zip(members, results, strict=True):
                 asked = plan[member]
                 if isinstance(result, BaseException):
@@ -64,6 +77,7 @@ class ClusterRouter:
                     answered.update(asked)
                     for entry in result:
                         found[entry[0]] = entry
+                        observe(entry[3])
                     retry = [k for k in asked
                              if k not in found and not candidates[k][step[k]][1]]
                 for key in retry:
@@ -92,10 +106,14 @@ class ClusterRouter:
                 entry = node.store.get_with_ttl(key)
             else:
                 try:
-                    entry = await node.peer(member).get_one(key)
+                    got = await node.peer(member).get_one(key)
                 except PeerError as exc:
                     node.report(exc)
                     continue
+                entry = None
+                if got is not None:
+                    node.clock.observe(got[2])
+                    entry = got[0], got[1]
             answered = True
             if entry is not None or final:
                 return entry
@@ -110,20 +128,31 @@ class ClusterRouter:
     # -- writes --------------------------------------------------------------------------------
     async def _apply(
         self, member: str, entries: list[WireEntry], deletes: list[tuple[str, int]]
-    ) -> list[str]:
+    ) -> ApplyResult:
         if member == self.node.id:
-            return self.node.local_apply(entries, deletes)[1]
+            return self.node.local_apply(entries, deletes)
         result = await self.node.peer(member).apply(entries, deletes)
-        return list(result.get("deleted", []))
+        try:
+            return ApplyResult(
+                int(result.get("applied", 0)), [str(k) for k in result.get("deleted", [])],
+                [str(k) for k in result.get("not_held", [])],
+                [(str(k), int(v)) for k, v in result.get("newer", [])])
+        except (TypeError, ValueError) as exc:
+            raise PeerError(member, f"bad /cluster/apply answer: {exc}",
+                            unreachable=False) from None
 
     async def replicate(
         self,
         entries: list[WireEntry],
         deletes: Sequence[tuple[str, int]] = (),
         already: dict[str, set[str]] | None = None,
+        reissue: bool = True,
     ) -> set[str]:
         """Send writes to every live owner (replacing owners that fail), and raise 503 unless
-        each key reached its quorum. Returns the keys some owner actually deleted."""
+        each key reached its quorum of owners holding it (or, with `reissue` off, a newer
+        write). With `reissue`, a key some owner holds at a newer version is sent again
+        under a version above that one (see the module docstring). Returns the keys some
+        owner actually deleted."""
         node, config = self.node, self.node.config
         by_key_entry = {e[0]: e for e in entries}
         by_key_delete = dict(deletes)
@@ -150,21 +179,39 @@ class ClusterRouter:
             members = list(dict.fromkeys([*plan_e, *plan_d]))
             if not members:
                 break
-            calls: list[Awaitable[list[str]]] = [
+            calls: list[Awaitable[ApplyResult]] = [
                 self._apply(m, plan_e.get(m, []), plan_d.get(m, [])) for m in members
             ]
             results = await asyncio.gather(*calls, return_exceptions=True)
+            superseded: set[str] = set()
             for member, result in zip(members, results, strict=True):
                 if isinstance(result, PeerError):
                     node.report(result)
                     continue
                 if isinstance(result, BaseException):
                     raise result
-                deleted.update(result)
+                deleted.update(result.deleted)
+                missing = set(result.not_held)
+                for key, version in result.newer:
+                    node.clock.observe(version)
+                    superseded.add(key)
+                    if reissue:
+                        missing.add(key)
                 for entry in plan_e.get(member, []):
-                    acked[entry[0]].add(member)
+                    if entry[0] not in missing:
+                        acked[entry[0]].add(member)
                 for key, _ in plan_d.get(member, []):
-                    acked[key].add(member)
+                    if key not in missing:
+                        acked[key].add(member)
+            if reissue:
+                # Every owner must end up with the same, newest version: start the key over.
+                for key in superseded:
+                    if key in by_key_entry:
+                        k, value, ttl, _ = by_key_entry[key]
+                        by_key_entry[key] = (k, value, ttl, node.clock.next())
+                    else:
+                        by_key_delete[key] = node.clock.next()
+                    acked[key] = set()
         for key in keys:
             owners = node.live_owners(key)
             need = required_acks(node.replication, config.write_quorum, len(owners))
@@ -197,16 +244,21 @@ class ClusterRouter:
             if not owners:
                 break
             if owners[0] == node.id:
-                return await self.incr_as_primary(key, delta, ttl)
+                return (await self.incr_as_primary(key, delta, ttl))[0]
             try:
-                return await node.peer(owners[0]).incr(key, delta, ttl)
+                value, version = await node.peer(owners[0]).incr(key, delta, ttl)
+                node.clock.observe(version)
+                return value
             except PeerError as exc:
                 if not exc.unreachable:
                     raise _unavailable(f"incr on {exc.peer} failed: {exc}") from None
                 node.report(exc)
         raise _unavailable("no live owner for this key")
 
-    async def incr_as_primary(self, key: str, delta: int, ttl: float | None) -> int:
+    async def incr_as_primary(
+        self, key: str, delta: int, ttl: float | None
+    ) -> tuple[int, int]:
+        """Increment here, as the key's primary, and replicate; (new value, its version)."""
         node = self.node
         if node.doc.in_transition and node.store.get(key) is None:
             # The counter may not have moved here yet: take it from an old owner first.
@@ -218,5 +270,5 @@ class ClusterRouter:
                     except PeerError as exc:
                         node.report(exc)
         entry = node.local_incr(key, delta, ttl)
-        await self.replicate([entry], already={key: {node.id}})
-        return int(entry[1])
+        await self.replicate([entry], already={key: {node.id}}, reissue=False)
+        return int(entry[1]), entry[3]

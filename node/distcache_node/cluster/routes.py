@@ -16,6 +16,7 @@ from distcache_node.cluster.peers import (
     FROM_HEADER,
     RING_HEADER,
     PeerError,
+    check_version,
     decode_entries,
     encode_entries,
 )
@@ -94,11 +95,14 @@ async def handle_apply(request: web.Request) -> web.Response:
     await _catch_up(request)
     try:
         entries = decode_entries(body.get("entries") or [])
-        deletes = [(str(k), int(v)) for k, v in body.get("deletes") or []]
+        deletes = [(str(k), check_version(v)) for k, v in body.get("deletes") or []]
     except (TypeError, ValueError) as exc:
         raise bad_request(f"bad apply batch: {exc}") from None
-    applied, deleted = _node(request).local_apply(entries, deletes)
-    return _json({"applied": applied, "deleted": deleted})
+    result = _node(request).local_apply(entries, deletes)
+    # not_held: keys this node does not hold at the sent version or newer (no ack for them);
+    # newer: [key, version] of keys it holds at a newer version than sent.
+    return _json({"applied": result.applied, "deleted": result.deleted,
+                  "not_held": result.not_held, "newer": result.newer})
 
 
 async def handle_incr(request: web.Request) -> web.Response:
@@ -112,8 +116,8 @@ async def handle_incr(request: web.Request) -> web.Response:
         raise bad_request("'delta' must be an integer", "invalid_delta")
     router = request.app[BACKEND]
     assert isinstance(router, ClusterRouter)
-    value = await router.incr_as_primary(key, delta, validate_ttl(body.get("ttl")))
-    return _json({"value": value})
+    value, version = await router.incr_as_primary(key, delta, validate_ttl(body.get("ttl")))
+    return _json({"value": value, "version": version})
 
 
 async def handle_export(request: web.Request) -> web.StreamResponse:
