@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,13 +40,44 @@ scale: $(STAMP) ## Resize the `make run` cluster: make scale NODES=5
 	$(VENV)/bin/distcache local scale --dir .local --nodes $(NODES)
 
 .PHONY: test
-test: $(STAMP) ## Run every test tier this machine can run (set-up included)
+test: $(STAMP) ## Run every test tier this machine can run, kind e2e included (set-up included; SKIP_KIND=1 skips it)
 	@scripts/ensure-debs.sh curl=curl
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@scripts/test-tiers.sh $(PY) $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Only the fast in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# --- Kubernetes test bed (kind, offline; build outputs cached in $$DISTCACHE_CACHE, default
+# /var/cache/distcache): see scripts/kind/README.md.
+.PHONY: base-image
+base-image: ## Build the local Python base image (debootstrapped bookworm) for machines that cannot pull python:3.11-slim
+	scripts/images.sh base
+
+.PHONY: images
+images: ## Build distcache/node and distcache/operator, tagged with the project version
+	scripts/images.sh all
+
+.PHONY: kind-preflight
+kind-preflight: ## Say what this machine lacks for the kind test bed (Docker, runtime wrapper, cgroups, disk)
+	@scripts/kind/preflight.sh
+
+.PHONY: kind-node-image
+kind-node-image: ## Build the offline kind node image (Kubernetes v1.34.4; cold ~45 min, cached after)
+	@scripts/kind/ensure-docker.sh
+	scripts/kind/build-node-image.sh
+
+.PHONY: kind-up
+kind-up: ## Start the kind cluster (builds what is missing, loads the images); prints export KUBECONFIG=...
+	@scripts/kind/kind-up.sh
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	@scripts/kind/kind-down.sh
+
+.PHONY: e2e-kind
+e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP_CLUSTER=1 keeps it)
+	@scripts/kind/e2e-tier.sh $(PY) $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy (strict)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # build-node-image.sh: the kind node image, offline, as kind's own builder would make it.
 # Prints the image name on stdout. Each step is skipped when its output exists:
-#   1. binaries (build-binaries.sh: Kubernetes, etcd, CoreDNS, crictl, pause, kind);
-#   2. component images with the exact tags `kubeadm config images list` prints, plus kind's
-#      sandbox pause; kube-proxy on a small bookworm image with iptables/nftables/conntrack;
-#   3. the node base: bookworm + systemd + Debian's containerd 1.6 / runc / CNI plugins + kind
+#   1. the node base: bookworm + systemd + Debian's containerd 1.6 / runc / CNI plugins + kind
 #      v0.30.0's images/base/files, containerd with restrict_oom_score_adj (no process here may
 #      lower oom_score_adj), and a static ptp CNI config (kindnetd is not on the module proxy);
+#      and a small bookworm with iptables/nftables/conntrack for kube-proxy;
+#   2. binaries (build-binaries.sh: Kubernetes, etcd, CoreDNS, crictl, pause, kind);
+#   3. component images with the exact tags `kubeadm config images list` prints, plus kind's
+#      sandbox pause;
 #   4. the node image: base + kubeadm/kubelet/kubectl/crictl + the component images imported
 #      (pinned) into the node's containerd.
 # Tag: distcache/kind-node:$K8S_VERSION-<hash of versions.env and these scripts>.
@@ -26,14 +27,6 @@ if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
 fi
 docker info >/dev/null 2>&1 || die "Docker engine not reachable"
 
-# --- 1. binaries ---------------------------------------------------------------------------------
-"$KIND_SCRIPTS/build-binaries.sh" all >&2
-K8S_BIN=$BIN_CACHE/kubernetes-$K8S_VERSION
-ETCD_BIN=$BIN_CACHE/etcd-$ETCD_VERSION/etcd
-COREDNS_BIN=$BIN_CACHE/coredns-$COREDNS_VERSION/coredns
-CRICTL_BIN=$BIN_CACHE/crictl-$CRICTL_VERSION/crictl
-
-# --- 2. component images -------------------------------------------------------------------------
 # docker_build_dir IMAGE DOCKERFILE-TEXT FILE...: a throwaway context with FILEs; legacy builder
 # (BuildKit would try to pull its frontend).
 docker_build_dir() {
@@ -45,51 +38,7 @@ docker_build_dir() {
   rm -rf "$ctx"
 }
 
-component_image() {   # component_image IMAGE BINARY [FROM]
-  local image=$1 bin=$2 from=${3:-scratch} name
-  name=$(basename "$bin")
-  if docker image inspect "$image" >/dev/null 2>&1 \
-     && [ "$(docker image inspect -f '{{index .Config.Labels "distcache.kind.stamp"}}' "$image")" = "$STAMP" ]; then
-    return
-  fi
-  log "component image $image"
-  local dest=/usr/local/bin/$name
-  case $name in coredns|pause) dest=/$name ;; esac
-  docker_build_dir "$image" "FROM $from
-COPY $name $dest
-ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-LABEL distcache.kind.stamp=$STAMP
-ENTRYPOINT [\"$dest\"]" "$bin"
-}
-
-proxy_base_customize() { :; }
-build_rootfs_image "$PROXY_BASE" "iptables nftables conntrack iproute2 ipset kmod" proxy_base_customize >&2
-
-IMAGES=(
-  "$REG/kube-apiserver:$K8S_VERSION"
-  "$REG/kube-controller-manager:$K8S_VERSION"
-  "$REG/kube-scheduler:$K8S_VERSION"
-  "$REG/kube-proxy:$K8S_VERSION"
-  "$REG/etcd:$ETCD_IMAGE_TAG"
-  "$REG/coredns/coredns:$COREDNS_VERSION"
-  "$REG/pause:$PAUSE_IMAGE_TAG"
-  "$REG/pause:$KIND_SANDBOX_PAUSE_TAG"
-)
-for c in kube-apiserver kube-controller-manager kube-scheduler; do
-  component_image "$REG/$c:$K8S_VERSION" "$K8S_BIN/$c"
-done
-component_image "$REG/kube-proxy:$K8S_VERSION" "$K8S_BIN/kube-proxy" "$PROXY_BASE"
-component_image "$REG/etcd:$ETCD_IMAGE_TAG" "$ETCD_BIN"
-component_image "$REG/coredns/coredns:$COREDNS_VERSION" "$COREDNS_BIN"
-component_image "$REG/pause:$PAUSE_IMAGE_TAG" "$K8S_BIN/pause"
-docker tag "$REG/pause:$PAUSE_IMAGE_TAG" "$REG/pause:$KIND_SANDBOX_PAUSE_TAG"
-# The tags must be exactly what this kubeadm asks for.
-wanted=$("$K8S_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)
-for w in $wanted; do
-  printf '%s\n' "${IMAGES[@]}" | grep -qx "$w" || die "kubeadm wants $w, which is not built (update versions.env)"
-done
-
-# --- 3. node base --------------------------------------------------------------------------------
+# --- 1. Debian bases: node base, kube-proxy base ---------------------------------------------
 KIND_SRC=$(cd "$REPO_ROOT" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$KIND_SRC/images/base/files" ] || die "kind $KIND_VERSION sources not found via the Go module proxy"
 
@@ -151,6 +100,60 @@ STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]" /dev/null
   docker rmi "$BASE_IMAGE-rootfs" >/dev/null
 fi
+
+proxy_base_customize() { :; }
+build_rootfs_image "$PROXY_BASE" "iptables nftables conntrack iproute2 ipset kmod" proxy_base_customize >&2
+[ "${BASES_ONLY:-0}" = 1 ] && exit 0
+
+# --- 2. binaries ---------------------------------------------------------------------------------
+"$KIND_SCRIPTS/build-binaries.sh" all >&2
+K8S_BIN=$BIN_CACHE/kubernetes-$K8S_VERSION
+ETCD_BIN=$BIN_CACHE/etcd-$ETCD_VERSION/etcd
+COREDNS_BIN=$BIN_CACHE/coredns-$COREDNS_VERSION/coredns
+CRICTL_BIN=$BIN_CACHE/crictl-$CRICTL_VERSION/crictl
+
+# --- 3. component images -------------------------------------------------------------------------
+component_image() {   # component_image IMAGE BINARY [FROM]
+  local image=$1 bin=$2 from=${3:-scratch} name
+  name=$(basename "$bin")
+  if docker image inspect "$image" >/dev/null 2>&1 \
+     && [ "$(docker image inspect -f '{{index .Config.Labels "distcache.kind.stamp"}}' "$image")" = "$STAMP" ]; then
+    return
+  fi
+  log "component image $image"
+  local dest=/usr/local/bin/$name
+  case $name in coredns|pause) dest=/$name ;; esac
+  docker_build_dir "$image" "FROM $from
+COPY $name $dest
+ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+LABEL distcache.kind.stamp=$STAMP
+ENTRYPOINT [\"$dest\"]" "$bin"
+}
+
+
+IMAGES=(
+  "$REG/kube-apiserver:$K8S_VERSION"
+  "$REG/kube-controller-manager:$K8S_VERSION"
+  "$REG/kube-scheduler:$K8S_VERSION"
+  "$REG/kube-proxy:$K8S_VERSION"
+  "$REG/etcd:$ETCD_IMAGE_TAG"
+  "$REG/coredns/coredns:$COREDNS_VERSION"
+  "$REG/pause:$PAUSE_IMAGE_TAG"
+  "$REG/pause:$KIND_SANDBOX_PAUSE_TAG"
+)
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  component_image "$REG/$c:$K8S_VERSION" "$K8S_BIN/$c"
+done
+component_image "$REG/kube-proxy:$K8S_VERSION" "$K8S_BIN/kube-proxy" "$PROXY_BASE"
+component_image "$REG/etcd:$ETCD_IMAGE_TAG" "$ETCD_BIN"
+component_image "$REG/coredns/coredns:$COREDNS_VERSION" "$COREDNS_BIN"
+component_image "$REG/pause:$PAUSE_IMAGE_TAG" "$K8S_BIN/pause"
+docker tag "$REG/pause:$PAUSE_IMAGE_TAG" "$REG/pause:$KIND_SANDBOX_PAUSE_TAG"
+# The tags must be exactly what this kubeadm asks for.
+wanted=$("$K8S_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null)
+for w in $wanted; do
+  printf '%s\n' "${IMAGES[@]}" | grep -qx "$w" || die "kubeadm wants $w, which is not built (update versions.env)"
+done
 
 # --- 4. node image -------------------------------------------------------------------------------
 log "assembling $NODE_IMAGE"

@@ -165,8 +165,8 @@ def test_rate_limit_refuses_a_burst_with_429_and_headers(node_process: Spawn) ->
         assert error["error"] == "rate_limited"
         assert "5 per second" in error["message"]
 
-    # Public endpoints are not limited, and the refusals are counted.
-    status, _, body = call(url, "/metrics", key=None)
+    # /metrics is not limited, and the refusals are counted.
+    status, _, body = call(url, "/metrics")
     assert status == 200
     assert sample(metric_samples(body.decode()), "distcache_rate_limited_total") == len(refused)
 
@@ -587,7 +587,7 @@ def test_process_honours_config_file_env_and_flags(spawn: Spawn, tmp_path: Path)
     status, _, body = call(url, "/get?key=" + "k" * 17, key="env-key")
     assert (status, json.loads(body)["error"]) == (400, "key_too_long")
     # max_memory from the flag, over the file
-    _, _, body = call(url, "/metrics", key=None)
+    _, _, body = call(url, "/metrics", key="env-key")
     assert sample(metric_samples(body.decode()), "distcache_memory_max_bytes") == 2 * 1024**2
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# e2e-tier.sh PYTHON [PYTEST_ARGS...]: the kind tier of `make test`.
+#   preflight -> kind-up (builds what is missing) -> pytest e2e/ -> kind-down.
+# Where the machine cannot run it (no Docker engine, ...), or SKIP_KIND=1, it is skipped with
+# the reason and exits 0. The outcome line goes to $TIER_RESULT (if set) for the summary.
+# KEEP_CLUSTER=1 leaves the cluster running afterwards.
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+PY=${1:?python}; shift
+result() { echo "$*"; [ -z "${TIER_RESULT:-}" ] || echo "$*" > "$TIER_RESULT"; }
+t0=$(date +%s)
+
+if [ "${SKIP_KIND:-0}" = 1 ]; then result "e2e (kind): skipped: SKIP_KIND=1"; exit 0; fi
+pre=$("$KIND_SCRIPTS/preflight.sh" --start-docker 2>&1); prc=$?
+echo "$pre"
+if [ $prc -ne 0 ]; then
+  result "e2e (kind): skipped: $(echo "$pre" | sed -n 's/^kind tier unavailable: //p')"
+  exit 0
+fi
+
+up=$("$KIND_SCRIPTS/kind-up.sh"); urc=$?
+if [ $urc -ne 0 ]; then
+  result "e2e (kind): FAILED: make kind-up failed (exit $urc)"
+  exit 1
+fi
+t_up=$(( $(date +%s) - t0 ))
+eval "$(echo "$up" | tail -1)"   # export KUBECONFIG=... PATH=...
+
+"$PY" -m pytest e2e -m "e2e or docker" "$@"; rc=$?
+t_all=$(( $(date +%s) - t0 ))
+if [ "${KEEP_CLUSTER:-0}" != 1 ]; then "$KIND_SCRIPTS/kind-down.sh" || rc=${rc:-1}; fi
+if [ $rc -eq 0 ]; then
+  result "e2e (kind): passed (cluster up in ${t_up} s, tier ${t_all} s in all)"
+else
+  result "e2e (kind): FAILED (pytest exit $rc; cluster up in ${t_up} s)"
+fi
+exit $rc

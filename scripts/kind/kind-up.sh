@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# kind-up.sh: a running one-node kind cluster with the project's images loaded, from whatever
+# this machine has: starts dockerd if needed, builds what is missing (binaries, node image,
+# project images; all cached outside the clone), creates the cluster unless it already runs
+# on the current node image, loads the images, waits for CoreDNS. Last line of stdout:
+#   export KUBECONFIG=...
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+t0=$(date +%s)
+
+"$KIND_SCRIPTS/preflight.sh" --start-docker >&2 || die "the kind test bed cannot run here (see above)"
+"$KIND_SCRIPTS/ensure-docker.sh"
+"$KIND_SCRIPTS/build-binaries.sh" kind >&2
+KIND=$BIN_CACHE/kind-$KIND_VERSION/kind
+KUBECTL=$BIN_CACHE/kubernetes-$K8S_VERSION/kubectl
+NODE_IMAGE=$("$KIND_SCRIPTS/build-node-image.sh")
+"$REPO_ROOT/scripts/images.sh" all >&2
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO_ROOT/pyproject.toml" | head -1)
+PROJECT_IMAGES=("distcache/node:$VERSION" "distcache/operator:$VERSION")
+
+node=$CLUSTER_NAME-control-plane
+if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  running_image=$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null || true)
+  if [ "$running_image" = "$NODE_IMAGE" ] && [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" = true ]; then
+    log "cluster $CLUSTER_NAME already runs on $NODE_IMAGE: reusing it"
+  else
+    log "cluster $CLUSTER_NAME runs on ${running_image:-?} (not $NODE_IMAGE) or is stopped: recreating"
+    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2
+  fi
+fi
+if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  log "kind create cluster --name $CLUSTER_NAME --image $NODE_IMAGE"
+  "$KIND" create cluster --name "$CLUSTER_NAME" --image "$NODE_IMAGE" \
+    --config "$KIND_SCRIPTS/kind-config.yaml" --kubeconfig "$KUBECONFIG_PATH" --wait 180s >&2
+else
+  "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >&2
+fi
+export KUBECONFIG=$KUBECONFIG_PATH
+
+for img in "${PROJECT_IMAGES[@]}"; do
+  want=$(docker image inspect -f '{{.Id}}' "$img")
+  have=$(docker exec "$node" crictl inspecti -o go-template --template '{{.status.id}}' "$img" 2>/dev/null || true)
+  if [ "$have" = "$want" ]; then log "$img already loaded"; continue; fi
+  log "kind load docker-image $img"
+  if ! "$KIND" load docker-image "$img" --name "$CLUSTER_NAME" >&2; then
+    log "kind load failed; importing with ctr directly"
+    docker save "$img" | docker exec -i "$node" ctr -n k8s.io images import --digests - >&2
+  fi
+done
+
+log "waiting for the node and CoreDNS"
+"$KUBECTL" wait --for=condition=Ready node --all --timeout=180s >&2
+"$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=180s >&2
+log "cluster $CLUSTER_NAME up in $(( $(date +%s) - t0 )) s"
+echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$(dirname "$KUBECTL"):\$PATH"
