@@ -88,6 +88,6 @@ async def test_sigkill_chaos_loses_no_acknowledged_write(make_cluster, client_se
     # Restarted nodes took their share back: R copies of each key over 3 nodes.
     held = []
     for node in cluster.state.nodes:
-        async with client_session.get(f"{node.url}/cluster/status") as resp:
+        async with client_session.get(f"{node.url}/status") as resp:
             held.append((await resp.json())["keys"])
     assert all(h >= 0.5 * 2 * len(keys) / 3 for h in held), held

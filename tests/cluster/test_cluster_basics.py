@@ -24,7 +24,7 @@ async def test_write_through_one_read_through_every_node(
     # Each key is on exactly R=2 nodes.
     total = 0
     for url in urls:
-        async with client_session.get(f"{url}/cluster/status") as resp:
+        async with client_session.get(f"{url}/status") as resp:
             total += (await resp.json())["keys"]
     assert total == 100
 
@@ -82,8 +82,11 @@ async def test_internal_endpoints_refuse_api_key_alone(make_cluster, client_sess
         assert (await resp.json())["error"] == "forbidden"
     async with client_session.get(f"{url}/get", params={"key": "evil"}) as resp:
         assert resp.status == 404
-    # Read-only cluster views take the API key.
-    async with client_session.get(f"{url}/cluster/ring") as resp:
+    # Not even the read-only cluster views take the API key: /status is the view for it.
+    for path in ("/cluster/ring", "/cluster/status"):
+        async with client_session.get(f"{url}{path}") as resp:
+            assert resp.status == 403
+    async with client_session.get(f"{url}/status") as resp:
         assert resp.status == 200
         assert len((await resp.json())["members"]) == 2
 
@@ -119,7 +122,7 @@ async def test_secrets_that_look_like_flags_reach_the_nodes(tmp_path) -> None:
             url = cluster.state.nodes[0].url
             async with session.post(f"{url}/set", json={"key": "a", "value": 1}) as resp:
                 assert resp.status == 200  # both replicas acknowledged: peers accepted
-            async with session.get(f"{url}/cluster/status") as resp:
+            async with session.get(f"{url}/status") as resp:
                 assert (await resp.json())["keys"] == 1
     finally:
         cluster.stop_all()

@@ -45,7 +45,7 @@ async def test_scale_churn_loses_nothing(make_cluster, client_session) -> None:
         await _check_all(client_session, cluster)
         total = 0
         for node in cluster.state.nodes:
-            async with client_session.get(f"{node.url}/cluster/status") as resp:
+            async with client_session.get(f"{node.url}/status") as resp:
                 status = await resp.json()
             assert status["migration"]["done"]
             total += status["keys"]

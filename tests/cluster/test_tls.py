@@ -44,8 +44,13 @@ async def test_tls_cluster_serves_and_refuses_foreign_peers(
             for i in range(30):
                 async with client.get(f"{urls[0]}/get", params={"key": f"t{i}"}) as resp:
                     assert resp.status == 200
-        async with client.get(f"{urls[0]}/cluster/status") as resp:
+        # Forwarding counters are in the peers' view: ask as the coordinator does.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                ssl=cluster.ssl_context())) as coordinator, coordinator.get(
+                f"{urls[0]}/cluster/status") as resp:
             peers = (await resp.json())["peers"]
+        async with client.get(f"{urls[0]}/cluster/status") as resp:
+            assert resp.status == 403  # the API key is not a peer credential
         forwarded = sum(p["forwarded_requests"] for p in peers.values())
         opened = sum(p["forwarding_connections_opened"] for p in peers.values())
         assert forwarded >= 20, peers

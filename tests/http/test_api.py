@@ -863,12 +863,20 @@ async def test_node_without_an_api_key_is_open(node_factory: Callable[..., Any])
 # Routing: 404 and 405
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/get/", "/GET", "/set/x", "/cluster/ring",
+@pytest.mark.parametrize("path", ["/", "/nope", "/get/", "/GET", "/set/x", "/cluster/nope",
                                   "/debug", "/openapi.yaml", "/%ff"])
 async def test_unknown_routes_are_404(node_url: str, path: str) -> None:
     async with aiohttp.ClientSession() as anonymous:  # 404 before authentication
         for method in ("GET", "POST"):
             reply = await call(anonymous, method, node_url, path, expect=404)
+            assert reply.body["error"] == "not_found"
+
+
+async def test_cluster_endpoints_are_404_without_clustering(node_url: str) -> None:
+    async with aiohttp.ClientSession(headers={"X-DistCache-Cluster-Secret": "s"}) as peer:
+        for method, path in [("GET", "/cluster/ring"), ("PUT", "/cluster/ring"),
+                             ("GET", "/cluster/status"), ("POST", "/cluster/drain")]:
+            reply = await call(peer, method, node_url, path, json={}, expect=404)
             assert reply.body["error"] == "not_found"
 
 
