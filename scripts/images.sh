@@ -24,6 +24,7 @@ WHEEL_CACHE=$DISTCACHE_CACHE/wheels
 WHEELS=${WHEELS:-auto}
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (start dockerd: scripts/kind/ensure-docker.sh)"
+take_lock images
 
 build_base() {
   build_rootfs_image "$LOCAL_BASE" "python3 python3-venv passwd ca-certificates"
@@ -70,7 +71,7 @@ build_image() {   # build_image DOCKERFILE IMAGE BASE
   [ -z "$rev" ] || args+=(--label "org.opencontainers.image.revision=$rev")
   [ "$WHEELS" != yes ] || args+=(--build-arg PIP_FIND_LINKS=/wheels)
   log "docker build -f $dockerfile -> $image (base $base)"
-  DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0} "${NICE[@]}" docker build -q -f "$dockerfile" "${args[@]}" -t "$image" . >/dev/null
+  legacy_build -q -f "$dockerfile" "${args[@]}" -t "$image" . >/dev/null
   docker image ls "$image" --format '   {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2
 }
 

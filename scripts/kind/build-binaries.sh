@@ -8,6 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 command -v go >/dev/null || die "Go toolchain missing (go >= 1.24 needed on PATH)"
 mkdir -p "$BIN_CACHE"
+take_lock binaries
 WORK=$KIND_CACHE/work
 mkdir -p "$WORK"
 

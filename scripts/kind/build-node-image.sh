@@ -26,6 +26,8 @@ if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
   log "node image $NODE_IMAGE exists"; echo "$NODE_IMAGE"; exit 0
 fi
 docker info >/dev/null 2>&1 || die "Docker engine not reachable"
+take_lock node-image
+if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then echo "$NODE_IMAGE"; exit 0; fi  # built meanwhile
 
 # docker_build_dir IMAGE DOCKERFILE-TEXT FILE...: a throwaway context with FILEs; legacy builder
 # (BuildKit would try to pull its frontend).
@@ -34,7 +36,7 @@ docker_build_dir() {
   local ctx; ctx=$(mktemp -d "$KIND_CACHE/ctx.XXXXXX")
   cp "$@" "$ctx/"
   printf '%s\n' "$dockerfile" > "$ctx/Dockerfile"
-  DOCKER_BUILDKIT=0 "${NICE[@]}" docker build -q -t "$image" "$ctx" >/dev/null
+  legacy_build -q -t "$image" "$ctx" >/dev/null
   rm -rf "$ctx"
 }
 
@@ -180,5 +182,9 @@ STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]
 CMD []" /dev/null
 docker rmi "$NODE_IMAGE-assembly" >/dev/null
+# Older stamps' images are dead weight (a few hundred MB each).
+for repo in distcache/kind-node distcache/kind-base distcache/kind-proxy-base; do
+  docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+done
 log "node image $NODE_IMAGE ready"
 echo "$NODE_IMAGE"

@@ -20,3 +20,23 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # A short hash of the given files' contents: image tags change when their inputs do.
 inputs_stamp() { cat "$@" | sha256sum | cut -c1-10; }
+
+# docker build with the legacy builder (BuildKit would try to pull its frontend image), without
+# its deprecation banner.
+legacy_build() {
+  DOCKER_BUILDKIT=0 "${NICE[@]}" docker build "$@" \
+    2> >(grep -v -E 'DEPRECATED|BuildKit is currently disabled|environment-variable|^[[:space:]]*$' >&2)
+}
+
+# take_lock NAME: hold $KIND_CACHE/NAME.lock until this script exits, so that two runs on one
+# machine (two developers' `make test`, CI) wait for each other instead of building the same
+# thing twice at once.
+take_lock() {
+  mkdir -p "$KIND_CACHE"
+  local file=$KIND_CACHE/$1.lock
+  exec {LOCK_FD}>"$file"
+  if ! flock -n "$LOCK_FD"; then
+    log "waiting for another run holding $file"
+    flock "$LOCK_FD"
+  fi
+}

@@ -7,6 +7,8 @@
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 PY=${1:?python}; shift
+# Its own cluster: `make test` never touches the one `make kind-up` started for a person.
+export KIND_CLUSTER_NAME=${E2E_CLUSTER_NAME:-distcache-test}
 result() { echo "$*"; [ -z "${TIER_RESULT:-}" ] || echo "$*" > "$TIER_RESULT"; }
 t0=$(date +%s)
 
@@ -18,6 +20,9 @@ if [ $prc -ne 0 ]; then
   exit 0
 fi
 
+take_lock e2e-tier
+# Always a fresh cluster: one left from an earlier run may predate a dockerd restart.
+"$KIND_SCRIPTS/kind-down.sh" >/dev/null 2>&1
 up=$("$KIND_SCRIPTS/kind-up.sh"); urc=$?
 if [ $urc -ne 0 ]; then
   result "e2e (kind): FAILED: make kind-up failed (exit $urc)"

@@ -51,7 +51,7 @@ build_rootfs_image() {
   log "$image: apt-get install $packages"
   # Services must not start inside the chroot.
   printf '#!/bin/sh\nexit 101\n' > "$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"
-  rootfs_chroot "$dir" sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null" \
+  rootfs_chroot "$dir" sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>/dev/null || apt-get install -y --no-install-recommends $packages" \
     || { rm -rf "$dir"; die "apt-get install failed for $image"; }
   [ -z "$customize" ] || "$customize" "$dir"
   rootfs_chroot "$dir" sh -c 'apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /usr/share/doc/* /usr/share/man/* /var/log/*.log /tmp/* /var/tmp/*'
