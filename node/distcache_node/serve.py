@@ -1,5 +1,11 @@
 """Running the app on a socket: TLS, a bound on connections, slow-client protection and a
-graceful stop on SIGTERM."""
+graceful stop on SIGTERM.
+
+aiohttp has no public hook for the last two (choosing the protocol class its server builds,
+seeing its connections), so this module uses its internals: RequestHandler's
+_request_count, Server's _connections/_kwargs/_loop, AppRunner._make_server. That is why
+pyproject.toml pins aiohttp to one exact version, and tests/unit/test_aiohttp_internals.py
+fails, naming the piece, if an upgrade moves any of them."""
 
 from __future__ import annotations
 
