@@ -141,8 +141,10 @@ class NodeConfig:
         if self.rate_limit < 0 or self.rate_limit_burst < 0:
             raise ConfigError("--rate-limit and --rate-limit-burst must not be negative")
         parse_cidrs(self.trusted_proxies)
-        if self.replication < 1:
-            raise ConfigError("--replication must be at least 1")
+        from distcache_node.cluster.ring import MAX_REPLICATION
+
+        if not 1 <= self.replication <= MAX_REPLICATION:
+            raise ConfigError(f"--replication must be from 1 to {MAX_REPLICATION}")
         if (self.ring_file or self.advertise_url) and not (self.cluster_secret or self.tls_ca):
             # Peers must prove they are peers: the data API key is not enough.
             raise ConfigError("clustering (--ring-file/--advertise-url) needs --cluster-secret "
