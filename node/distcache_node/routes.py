@@ -47,8 +47,9 @@ def handle_status(request: web.Request) -> web.Response:
     }
     if cluster is not None:
         me = cluster.doc.member(cluster.id)
+        body = {"id": cluster.id, "url": cluster.url, **body}  # url next to id, for people
         body.update({
-            "id": cluster.id, "url": cluster.url, "state": me.state if me else "detached",
+            "id": cluster.id, "state": me.state if me else "detached",
             "ring_version": cluster.doc.version, "replication": cluster.doc.replication,
             "members": [
                 {"id": m.id, "url": m.url, "state": m.state,
