@@ -26,6 +26,7 @@ class PeerHealth:
     ready: bool = True
     boot_id: str = ""
     ring_version: int = -1
+    placed_version: int = -1  # the ring version its migration last finished placing
     last_ok: float = field(default_factory=time.monotonic)
     failures: int = 0
     next_probe: float = 0.0
@@ -58,6 +59,11 @@ class Membership:
     def is_ready(self, peer_id: str) -> bool:
         health = self.health.get(peer_id)
         return health is None or (health.alive and health.ready)
+
+    def placed_version(self, peer_id: str) -> int:
+        """The ring version a peer last reported as fully placed (-1: not heard yet)."""
+        health = self.health.get(peer_id)
+        return -1 if health is None else health.placed_version
 
     def report_failure(self, peer_id: str, error: PeerError) -> None:
         """Called by the data path: a peer that refuses connections is routed around at
@@ -110,6 +116,7 @@ class Membership:
         health.ready = bool(info.get("ready"))
         health.boot_id = str(info.get("boot_id", ""))
         health.ring_version = int(info.get("ring_version", -1))
+        health.placed_version = int(info.get("placed_version", -1))
         health.last_ok = time.monotonic()
         health.failures = 0
         if self.on_change and (before.alive, before.ready, before.boot_id) != (

@@ -2,22 +2,35 @@
 comes back: one mechanism, a rebalance pass over the local store.
 
 A pass compares where each key should live now (the target ring) with where this node had
-placed it (the ring of its last completed pass). New owners receive the key; a key this node
-no longer owns is handed to its live owners and dropped here only once they all hold it, and
-only if no newer write arrived meanwhile. Values keep their remaining TTL and their version,
-so a late copy never overwrites a newer write.
+placed it (the ring of its last completed pass). Every old owner holds the key, so exactly
+one of them sends each new owner its copy: the first live old owner that stays an owner,
+else the first live old owner (a leaving node whose partner is gone). That splits the work
+between the nodes and sends every copy once. Values keep their remaining TTL and their
+version, so a late copy never overwrites a newer write.
+
+A copy this node no longer owns is dropped only when that is safe: at once if this node
+delivered it itself, otherwise (another old owner sends it) only after every member reports
+that it finished placing this ring version ("surplus" copies, swept later). Copies that are
+not where the old ring put them (a stand-in's, or a write that arrived on the old ring after
+the change) are handed to the key's live owners by whoever holds them.
+
+A pass that fails part-way is retried, and what was delivered is not sent again: progress
+only goes backwards when the ring itself changes, and `reason` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distcache_node.cluster.peers import PeerError, WireEntry
-from distcache_node.cluster.ring import Ring
+from distcache_node.cluster.ring import Ring, hash64
 
 if TYPE_CHECKING:
     from distcache_node.cluster.node import ClusterNode
@@ -25,6 +38,67 @@ if TYPE_CHECKING:
 log = logging.getLogger("distcache.migration")
 BATCH = 2000
 IN_FLIGHT = 2  # batches per destination at once
+YIELD_EVERY = 20_000  # keys planned between event-loop turns, so requests keep flowing
+SWEEP_CHECK = 0.1  # seconds between checks whether surplus copies may be dropped
+
+
+def choose_sender(
+    old: Sequence[str], new: Sequence[str], alive: Callable[[str], bool]
+) -> str | None:
+    """The one old owner that sends a key's new owners their copy: the first live old owner
+    that stays an owner (it keeps serving the key anyway), else the first live old owner."""
+    for member in old:
+        if member in new and alive(member):
+            return member
+    return next((m for m in old if alive(m)), None)
+
+
+@dataclass
+class PassPlan:
+    """What one node does in one pass, worked out key by key from the two rings alone (no
+    I/O): `sends` per member, `handoff` (copies to drop once their owners took them) and
+    `surplus` (copies another old owner delivers; dropped when the ring settles)."""
+
+    me: str
+    placed: Ring  # where this node's last completed pass put keys
+    target: Ring  # where they go now
+    alive: Callable[[str], bool]
+    live_owners: Callable[[str], list[str]]
+    strays: set[str] = field(default_factory=set)  # keys written here on the old ring late
+    delivered: set[str] = field(default_factory=set)  # members that took this pass already
+    sends: dict[str, list[WireEntry]] = field(default_factory=lambda: defaultdict(list))
+    handoff: list[tuple[WireEntry, list[str]]] = field(default_factory=list)
+    surplus: int = 0
+
+    def add(self, entries: Iterable[WireEntry]) -> None:
+        me, target, placed, strays = self.me, self.target, self.placed, self.strays
+        unchanged = placed.same_placement(target)
+        sends, delivered = self.sends, self.delivered
+        for entry in entries:
+            key = entry[0]
+            key_hash = hash64(key)
+            owners = target.owners_of_hash(key_hash)
+            if me in owners and unchanged:
+                continue  # only strays to look at
+            old = owners if unchanged else placed.owners_of_hash(key_hash)
+            if me in old and key not in strays:
+                sender = choose_sender(old, owners, self.alive)
+                if sender == me:
+                    dests = [m for m in owners if m not in old]
+                    for member in dests:  # dead ones too: the pass retries until they take it
+                        if member not in delivered:
+                            sends[member].append(entry)
+                    if me not in owners:
+                        self.handoff.append((entry, dests))
+                elif me not in owners:
+                    self.surplus += 1  # the sender delivers it; dropped when the ring settles
+            elif me not in owners:
+                dests = self.live_owners(key)
+                if me in dests:
+                    continue  # standing in for a dead owner: keep the copy for now
+                for member in dests:
+                    sends[member].append(entry)
+                self.handoff.append((entry, dests))
 
 
 class Migration:
@@ -37,7 +111,14 @@ class Migration:
         self.keys_remaining = 0
         self.keys_dropped = 0
         self.last_error = ""
+        self.reason = "idle"
         self.last_pass_seconds = 0.0
+        # Members that took every key of the current pass, by ring version: a retry does not
+        # send them again.
+        self._delivered: tuple[int, set[str]] = (0, set())
+        self.surplus = 0  # copies kept until every member has placed the ring
+        self._surplus_from: Ring | None = None  # the placement those copies came from
+        self.strays: set[str] = set()  # keys written here on an old ring after the change
         self._wake = asyncio.Event()
         self._sync_targets: set[str] = set()
 
@@ -48,6 +129,20 @@ class Migration:
         self._sync_targets.add(peer_id)
         self._wake.set()
 
+    def peer_died(self) -> None:
+        """A sender of copies we kept may have died before delivering them: place the ring
+        again from where we were, now choosing senders among the living."""
+        if self.surplus and self._surplus_from is not None:
+            self.placed, self.surplus = self._surplus_from, 0
+            self._delivered = (0, set())
+            self._wake.set()
+
+    def note_stray(self, key: str) -> None:
+        """A write for a key this node does not own arrived (a coordinator on the old ring):
+        the next pass hands it to the owners."""
+        self.strays.add(key)
+        self._wake.set()
+
     def progress(self) -> dict[str, Any]:
         version = self.node.doc.version
         return {
@@ -56,13 +151,22 @@ class Migration:
             "keys_remaining": self.keys_remaining, "keys_dropped": self.keys_dropped,
             "done": self.placed_version >= version and not self.running
             and not self._wake.is_set(),
+            "surplus": self.surplus,
+            "reason": self.reason,
             "last_pass_seconds": round(self.last_pass_seconds, 3),
             "last_error": self.last_error,
         }
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self.surplus:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), SWEEP_CHECK)
+                if not self._wake.is_set():
+                    await self.sweep()
+                    continue
+            else:
+                await self._wake.wait()
             self._wake.clear()
             self.running = True
             try:
@@ -109,30 +213,26 @@ class Migration:
         node = self.node
         doc, target = node.doc, node.target
         placed = self.placed if self.placed is not None else target
+        unchanged = placed.same_placement(target)
+        strays, self.strays = self.strays, set()
+        if unchanged and not strays:
+            self._finish(doc.version, target, planned=False)
+            return True
+        if self._delivered[0] != doc.version:
+            self._delivered = (doc.version, set())
+            self.reason = f"placing ring v{doc.version}"
+        delivered = self._delivered[1]
         started = time.monotonic()
-        plan: dict[str, list[WireEntry]] = defaultdict(list)
-        handoff: list[tuple[WireEntry, list[str]]] = []
-        for entry in node.store.entries():
-            key = entry[0]
-            owners = target.owners(key)
-            if node.id in owners:
-                if placed is target:
-                    continue
-                old = placed.owners(key)
-                # Dead new owners too: the pass then fails and retries until they take it.
-                # (A joining node has no copy anywhere else to refill from.)
-                for member in owners:
-                    if member != node.id and member not in old:
-                        plan[member].append(entry)
-            else:
-                dests = node.live_owners(key)
-                if node.id in dests:
-                    continue  # standing in for a dead owner: keep the copy for now
-                for member in dests:
-                    plan[member].append(entry)
-                handoff.append((entry, dests))
+        pass_plan = PassPlan(node.id, placed, target, node.is_alive, node.live_owners,
+                             strays, delivered)
+        entries = node.store.entries()
+        for start in range(0, len(entries), YIELD_EVERY):
+            pass_plan.add(entries[start:start + YIELD_EVERY])
+            await asyncio.sleep(0)  # requests keep flowing while a big store is planned
+        plan, handoff, surplus = pass_plan.sends, pass_plan.handoff, pass_plan.surplus
         self.keys_remaining = sum(len(v) for v in plan.values())
         failed = await self._send_all(plan) if plan else set()
+        delivered.update(m for m in plan if m not in failed)
         store = node.store
         for (key, _, _, version), dests in handoff:
             # Drop our copy only once every natural owner holds the key: with an owner down,
@@ -143,14 +243,49 @@ class Migration:
                 self.keys_dropped += 1
         self.last_pass_seconds = time.monotonic() - started
         if failed or node.doc.version != doc.version:
+            self.strays |= strays
+            self.reason = (f"ring changed to v{node.doc.version}; starting over"
+                           if node.doc.version != doc.version
+                           else f"retrying: {', '.join(sorted(failed))} did not take keys")
             return False
         if plan:
-            log.info("rebalance to ring v%d: sent %d entries, dropped %d, in %.2fs",
-                     doc.version, sum(len(v) for v in plan.values()), len(handoff),
-                     self.last_pass_seconds)
-        self.placed, self.placed_version = target, doc.version
-        self.keys_remaining = 0
+            log.info("rebalance to ring v%d: sent %d entries, handed off %d, %d left for the "
+                     "sender, in %.2fs", doc.version, sum(len(v) for v in plan.values()),
+                     len(handoff), surplus, self.last_pass_seconds)
+        self.surplus, self._surplus_from = surplus, placed if surplus else None
+        self._finish(doc.version, target, planned=True)
         return True
+
+    def _finish(self, version: int, target: Ring, planned: bool) -> None:
+        self.placed, self.placed_version = target, version
+        self.keys_remaining = 0
+        self.reason = f"placed ring v{version}" if planned else self.reason
+
+    async def sweep(self) -> None:
+        """Drop copies another old owner delivered, once every member has placed this ring
+        (so each of those copies is on all its new owners). Peers that have not said so yet
+        are asked at once rather than at their next heartbeat."""
+        node = self.node
+        version = node.doc.version
+        if self.placed_version != version:
+            return  # a pass for the new ring comes first
+        behind = [p for p in node.peers if node.membership.placed_version(p) < version]
+        if behind:
+            await asyncio.gather(*(node.membership.probe(node.peers[p]) for p in behind))
+            if any(node.membership.placed_version(p) < version for p in behind):
+                return
+        if node.doc.version != version or self._wake.is_set():
+            return
+        dropped = 0
+        store, target, me = node.store, node.target, node.id
+        for key in store.keys():  # noqa: SIM118 - a list snapshot: we delete as we go
+            if (me not in target.owners(key) and me not in node.live_owners(key)
+                    and store.delete(key)):
+                dropped += 1
+        self.keys_dropped += dropped
+        self.surplus = 0
+        log.info("ring v%d placed everywhere: dropped %d copies other owners delivered",
+                 version, dropped)
 
     async def _sync_recovered(self) -> bool:
         """Push a peer back after a suspicion everything it owns that we hold."""

@@ -200,6 +200,8 @@ class ClusterNode:
             self.migration.sync_to(peer_id)
         if after.alive and before.alive is False:
             self.migration.wake()
+        if before.alive and not after.alive:
+            self.migration.peer_died()
 
     # -- local operations (this node's share; called for itself and by peers) -----------------
     def local_get(self, keys: list[str]) -> list[WireEntry]:
@@ -246,8 +248,11 @@ class ClusterNode:
         # A coordinator still on the old ring may write to an owner that is no longer one:
         # let the migration hand such keys on.
         recent = self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE
-        if entries and recent and any(self.id not in self.target.owners(e[0]) for e in entries):
-            self.migration.wake()
+        if entries and recent:
+            owners, me = self.target.owners, self.id
+            for entry in entries:
+                if me not in owners(entry[0]):
+                    self.migration.note_stray(entry[0])
         return ApplyResult(applied, deleted, not_held, newer)
 
     def local_incr(self, key: str, delta: int, ttl: float | None) -> WireEntry:
@@ -272,6 +277,7 @@ class ClusterNode:
             "ready": self.ready, "reason": self.ready_state["reason"],
             "ring_version": self.doc.version, "replication": self.doc.replication,
             "keys": len(self.store), "bytes_used": self.store.bytes_used,
+            "max_memory": self.store.max_bytes,
             "peers": peers, "migration": self.migration.progress(),
         }
 

@@ -164,7 +164,12 @@ class RingDoc:
 
 
 class Ring:
-    """Maps keys to an ordered preference list of distinct members."""
+    """Maps keys to an ordered preference list of distinct members.
+
+    A key's preference list depends only on the arc of the circle its hash falls into, so it
+    is worked out once per arc (lazily) and a lookup is one hash and one bisect: placement
+    runs for every key on every request and every migration pass.
+    """
 
     def __init__(self, member_ids: Sequence[str], replication: int = 1, vnodes: int = VNODES):
         self.members = tuple(sorted(set(member_ids)))
@@ -174,30 +179,50 @@ class Ring:
         )
         self._hashes = [h for h, _ in points]
         self._owners = [m for _, m in points]
+        self._arcs: list[tuple[str, ...] | None] = [None] * len(points)
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def same_placement(self, other: Ring) -> bool:
+        """True when both rings place every key on the same members in the same order."""
+        return self.members == other.members and self.replication == other.replication
+
+    def _arc(self, index: int) -> tuple[str, ...]:
+        cached = self._arcs[index]
+        if cached is not None:
+            return cached
+        found: list[str] = []
+        owners, size, want = self._owners, len(self._owners), len(self.members)
+        for step in range(size):
+            member = owners[(index + step) % size]
+            if member not in found:
+                found.append(member)
+                if len(found) == want:
+                    break
+        arc = self._arcs[index] = tuple(found)
+        return arc
 
     def preference(self, key: str, count: int | None = None) -> list[str]:
         """Up to `count` distinct members clockwise from the key: the first is the primary.
         Defaults to every member, so callers can skip dead ones and still find R live ones."""
         if not self._hashes:
             return []
-        want = min(count if count is not None else len(self.members), len(self.members))
-        start = bisect.bisect(self._hashes, hash64(key))
-        found: list[str] = []
-        owners, size = self._owners, len(self._owners)
-        for step in range(size):
-            member = owners[(start + step) % size]
-            if member not in found:
-                found.append(member)
-                if len(found) == want:
-                    break
-        return found
+        index = bisect.bisect(self._hashes, hash64(key)) % len(self._hashes)
+        arc = self._arc(index)
+        return list(arc if count is None else arc[:count])
 
     def owners(self, key: str) -> list[str]:
         """The R members that hold the key when all are alive."""
         return self.preference(key, self.replication)
+
+    def owners_of_hash(self, key_hash: int) -> tuple[str, ...]:
+        """owners() for a key already hashed with hash64: a migration pass hashes each key
+        once and places it on two rings."""
+        if not self._hashes:
+            return ()
+        index = bisect.bisect(self._hashes, key_hash) % len(self._hashes)
+        return self._arc(index)[:self.replication]
 
     def primary(self, key: str) -> str | None:
         owners = self.preference(key, 1)

@@ -44,7 +44,8 @@ async def handle_ping(request: web.Request) -> web.Response:
     if len(announce) == 3:
         node.membership.heard_from(announce[0], announce[1], announce[2] == "1")
     return _json({"id": node.id, "boot_id": node.boot_id, "ready": node.ready,
-                  "ring_version": node.doc.version})
+                  "ring_version": node.doc.version,
+                  "placed_version": node.migration.placed_version})
 
 
 async def handle_get_ring(request: web.Request) -> web.Response:

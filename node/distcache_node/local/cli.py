@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     scale = local.add_parser("scale", help="grow or shrink a running local cluster")
     scale.add_argument("--dir", type=Path, default=Path(".local"))
     scale.add_argument("--nodes", type=int, required=True)
+    scale.add_argument("--force", action="store_true",
+                       help="shrink even when the remaining nodes cannot hold the data "
+                            "(they will evict keys)")
     status = local.add_parser("status", help="members, states, keys and migration progress")
     status.add_argument("--dir", type=Path, default=Path(".local"))
     return parser
@@ -84,7 +87,7 @@ async def _up(args: argparse.Namespace) -> int:
 async def _scale(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.dir, ClusterState.load(args.dir))
     try:
-        await cluster.scale(args.nodes)
+        await cluster.scale(args.nodes, force=args.force)
         print(f"settled at {len(cluster.state.nodes)} nodes")
     finally:
         await cluster.close()

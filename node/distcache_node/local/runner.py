@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from distcache_node.cluster.coordinator import Coordinator
+from distcache_node.cluster.coordinator import CapacityError, Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient, client_ssl_context, make_session
 from distcache_node.cluster.ring import Member, RingDoc
 from distcache_node.local import certs
@@ -72,14 +73,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class FileRingStore:
+    """The ring in a file, replaced atomically; `save` is a compare-and-swap under an
+    exclusive lock, like a ConfigMap update with its resourceVersion."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     async def load(self) -> RingDoc:
         return RingDoc.from_json(orjson.loads(self.path.read_bytes()))
 
-    async def save(self, doc: RingDoc) -> None:
+    def reset(self, doc: RingDoc) -> None:
+        """A new cluster's first ring, over whatever an earlier cluster left in the folder."""
         _atomic_write(self.path, orjson.dumps(doc.to_json(), option=orjson.OPT_INDENT_2))
+
+    async def save(self, doc: RingDoc, expected: RingDoc | None) -> None:
+        # A local lock file, held for a few milliseconds: blocking is fine here.
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with open(lock_path, "w") as lock:  # noqa: ASYNC230
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current: RingDoc | None = await self.load()
+            except FileNotFoundError:
+                current = None
+            if current != expected:
+                raise RingConflict(
+                    f"{self.path} changed under us: expected ring "
+                    f"v{expected.version if expected else '-'}, found "
+                    f"v{current.version if current else '-'}")
+            _atomic_write(self.path, orjson.dumps(doc.to_json(), option=orjson.OPT_INDENT_2))
 
 
 class LocalCluster:
@@ -218,14 +239,14 @@ class LocalCluster:
         nodes = self._next_nodes(count)
         doc = RingDoc(1, self.state.replication,
                       tuple(Member(n.id, n.url, "active") for n in nodes))
-        await FileRingStore(self.ring_path).save(doc)
+        FileRingStore(self.ring_path).reset(doc)
         for node in nodes:
             self.spawn(node)
         self.state.nodes = nodes
         self.state.save(self.dir)
         await self.wait_ready(nodes)
 
-    async def scale(self, count: int) -> None:
+    async def scale(self, count: int, force: bool = False) -> None:
         current = sorted(self.state.nodes, key=lambda n: int(n.id.rsplit("-", 1)[1]))
         coordinator = self.coordinator()
         if count > len(current):
@@ -234,7 +255,7 @@ class LocalCluster:
             joining = doc.with_members([*doc.members, *(Member(n.id, n.url, "joining")
                                                         for n in new)])
             # The ring is written before the processes start, so they come up as members.
-            await coordinator.publish(joining)
+            await coordinator.publish(joining, doc)
             for node in new:
                 self.spawn(node)
             self.state.nodes = current + new
@@ -245,7 +266,15 @@ class LocalCluster:
             if count < 1:
                 raise SystemExit("a cluster needs at least one node; use Ctrl-C on `up` to stop")
             gone = current[count:]
-            await coordinator.remove_members([n.id for n in gone])
+            try:
+                await coordinator.remove_members([n.id for n in gone], force=force)
+            except CapacityError as exc:
+                raise SystemExit(f"refusing to shrink to {count} node(s): {exc} "
+                                 "(nothing changed; raise --max-memory, delete keys, or "
+                                 "pass --force to accept evictions)") from None
+            except RingConflict as exc:
+                raise SystemExit(f"ring changed by someone else; nothing changed: {exc}") \
+                    from None
             for node in gone:
                 self.stop(node)
             self.state.nodes = current[:count]

@@ -1,0 +1,184 @@
+"""The membership-change protocol against a fake ring store (with compare-and-swap) and fake
+members that report status like real nodes: no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from distcache_node.cluster import coordinator as coordinator_module
+from distcache_node.cluster.coordinator import (
+    CapacityError,
+    Coordinator,
+    RingConflict,
+    check_capacity,
+)
+from distcache_node.cluster.ring import Member, RingDoc
+
+MiB = 1024 * 1024
+
+
+class MemoryRingStore:
+    """Like a ConfigMap: save succeeds only when the stored ring is the expected one."""
+
+    def __init__(self, doc: RingDoc | None) -> None:
+        self.doc = doc
+        self.saved: list[RingDoc] = []
+        self.interloper: RingDoc | None = None  # written by "someone else" before our save
+
+    async def load(self) -> RingDoc:
+        assert self.doc is not None
+        return self.doc
+
+    async def save(self, doc: RingDoc, expected: RingDoc | None) -> None:
+        if self.interloper is not None:
+            self.doc, self.interloper = self.interloper, None
+        if self.doc != expected:
+            raise RingConflict("stored ring changed")
+        self.doc = doc
+        self.saved.append(doc)
+
+
+class FakeMember:
+    """Answers put_ring and status like a node whose migration takes `passes` polls."""
+
+    def __init__(self, member_id: str, bytes_used: int = 0, max_memory: int = 64 * MiB,
+                 passes: int = 0) -> None:
+        self.id = member_id
+        self.ring_version = 0
+        self.placed_version = 0
+        self.bytes_used = bytes_used
+        self.max_memory = max_memory
+        self.passes = passes
+        self._left = 0
+        self.rings: list[int] = []
+
+    async def put_ring(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self.ring_version = doc["version"]
+        self.rings.append(doc["version"])
+        self._left = self.passes
+        return {"accepted": True, "version": doc["version"]}
+
+    async def status(self) -> dict[str, Any]:
+        if self._left > 0:
+            self._left -= 1
+        else:
+            self.placed_version = self.ring_version
+        done = self.placed_version >= self.ring_version
+        return {"id": self.id, "ring_version": self.ring_version, "keys": 0,
+                "bytes_used": self.bytes_used, "max_memory": self.max_memory,
+                "migration": {"done": done, "placed_version": self.placed_version,
+                              "keys_remaining": 0 if done else 10, "reason": "test"}}
+
+
+def ring(*ids: str, version: int = 1, state: str = "active") -> RingDoc:
+    return RingDoc(version, 2, tuple(Member(i, f"http://{i}:8080", state) for i in ids))
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordinator_module, "POLL", 0.001)
+    monkeypatch.setattr(coordinator_module, "CONFIRM", 0.005)
+
+
+def coordinator_for(store: MemoryRingStore, members: dict[str, FakeMember]) -> Coordinator:
+    return Coordinator(store, lambda m: members[m.id], timeout=5.0)  # type: ignore[arg-type,return-value]
+
+
+async def test_add_members_joins_then_activates() -> None:
+    members = {i: FakeMember(i, passes=3) for i in ("a", "b", "c", "d")}
+    store = MemoryRingStore(ring("a", "b", "c"))
+    final = await coordinator_for(store, members).add_members([Member("d", "http://d:8080")])
+    assert [m.state for m in final.members] == ["active"] * 4
+    assert [[m.state for m in d.members if m.id == "d"] for d in store.saved] == [
+        ["joining"], ["active"]]
+    # Every member heard both rings, in order.
+    assert all(m.rings == [2, 3] for m in members.values())
+
+
+async def test_remove_members_waits_for_placement_then_removes() -> None:
+    members = {i: FakeMember(i, passes=5) for i in ("a", "b", "c")}
+    store = MemoryRingStore(ring("a", "b", "c"))
+    final = await coordinator_for(store, members).remove_members(["c"])
+    assert [m.id for m in final.members] == ["a", "b"]
+    assert [m.state for m in store.saved[0].members] == ["active", "active", "leaving"]
+    assert members["c"].rings == [2, 3]  # the leaving member hears its removal too
+    assert store.doc == final
+
+
+async def test_shrink_refused_when_the_rest_cannot_hold_the_data() -> None:
+    # 3 members, each 50 MiB used of 64 MiB: 75 MiB of data at R=2 would need 75 MiB on each
+    # of 2 members.
+    members = {i: FakeMember(i, bytes_used=50 * MiB) for i in ("a", "b", "c")}
+    before = ring("a", "b", "c")
+    store = MemoryRingStore(before)
+    with pytest.raises(CapacityError) as refused:
+        await coordinator_for(store, members).remove_members(["c"])
+    assert refused.value.check.missing > 0
+    assert "cannot hold" in str(refused.value)
+    assert store.doc == before and store.saved == []  # nothing changed
+    assert all(m.rings == [] for m in members.values())
+    # The same shrink goes through when forced.
+    final = await coordinator_for(store, members).remove_members(["c"], force=True)
+    assert [m.id for m in final.members] == ["a", "b"]
+
+
+async def test_a_concurrent_ring_change_is_a_conflict_and_pushes_nothing() -> None:
+    members = {i: FakeMember(i) for i in ("a", "b", "c")}
+    store = MemoryRingStore(ring("a", "b", "c"))
+    store.interloper = ring("a", "b", "c", version=7)
+    with pytest.raises(RingConflict):
+        await coordinator_for(store, members).remove_members(["c"])
+    assert store.doc is not None and store.doc.version == 7
+    assert all(m.rings == [] for m in members.values())
+
+
+async def test_wait_settled_reports_what_is_pending() -> None:
+    members = {i: FakeMember(i, passes=2) for i in ("a", "b")}
+    seen: list[list[str]] = []
+    store = MemoryRingStore(ring("a", "b"))
+    coordinator = Coordinator(store, lambda m: members[m.id],  # type: ignore[arg-type,return-value]
+                              on_progress=lambda phase, info: seen.append(info["pending"]))
+    doc = ring("a", "b", version=2)
+    await coordinator.publish(doc, store.doc)
+    await coordinator.wait_settled(doc)
+    assert any(any("keys to move" in line for line in pending) for pending in seen)
+    assert seen[-1] == []
+
+
+async def test_wait_settled_gives_up_with_the_reason() -> None:
+    members = {"a": FakeMember("a", passes=10**6)}
+    store = MemoryRingStore(ring("a"))
+    coordinator = Coordinator(store, lambda m: members[m.id], timeout=0.05)  # type: ignore[arg-type,return-value]
+    doc = ring("a", version=2)
+    await coordinator.publish(doc, store.doc)
+    with pytest.raises(coordinator_module.CoordinatorError, match="a: 10 keys to move"):
+        await coordinator.wait_settled(doc)
+
+
+@pytest.mark.parametrize(
+    ("used_each", "members", "remaining", "ok"),
+    [
+        (10 * MiB, 3, 2, True),    # 15 MiB of data, 15 MiB per member after: fits
+        (40 * MiB, 3, 2, False),   # 60 MiB of data at R=2 on 2 members: 60 > 54.4 allowed
+        (36 * MiB, 3, 2, True),    # 54 MiB per member: just under 85% of 64 MiB
+        (40 * MiB, 2, 1, True),    # 1 member left holds one copy: 40 MiB
+        (60 * MiB, 2, 1, False),   # 60 MiB > 54.4 MiB
+    ],
+)
+def test_capacity_arithmetic(used_each: int, members: int, remaining: int, ok: bool) -> None:
+    statuses = {f"m{i}": {"bytes_used": used_each, "max_memory": 64 * MiB}
+                for i in range(members)}
+    check = check_capacity(statuses, [f"m{i}" for i in range(remaining)], replication=2)
+    assert check.ok is ok
+    assert (check.missing == 0) is ok
+    assert check.bytes_allowed == int(64 * MiB * coordinator_module.HEADROOM)
+
+
+def test_capacity_counts_unreachable_members_out_loud() -> None:
+    statuses: dict[str, dict[str, int] | None] = {
+        "a": {"bytes_used": MiB, "max_memory": 64 * MiB}, "b": None}
+    check = check_capacity(statuses, ["a"], replication=2)
+    assert check.ok
+    assert "no status from b" in check.message
