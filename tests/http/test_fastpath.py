@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from distcache_node.cluster.fastpath import FastPathError, FastPool
+from distcache_node.cluster.peers import PeerClient, PeerError
 from support import free_port
 
 
@@ -80,3 +84,135 @@ async def test_a_silent_server_times_out() -> None:
     finally:
         pool.close()
         server.close()
+
+
+# --- every peer call is bounded ---------------------------------------------------------------
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A URL whose port accepts nothing: a listening socket with backlog 0, its accept queue
+    filled by connections nobody accepts, so further SYNs are dropped. A connect there
+    waits for the OS connect timeout (minutes) unless the client has its own deadline."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    host, port = server.getsockname()
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex((host, port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    yield f"http://{host}:{port}"
+    for sock in [*fillers, server]:
+        sock.close()
+
+
+async def test_connecting_to_a_peer_that_accepts_nothing_times_out(black_hole: str) -> None:
+    pool = FastPool(black_hole, {}, None)
+    started = time.monotonic()
+    with pytest.raises(FastPathError) as exc:
+        await pool.post("/cluster/get", b"{}", timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert not exc.value.refused  # silence is for the heartbeat to judge, not proof of death
+    assert "0.5s" in str(exc.value)
+
+
+async def test_aiohttp_peer_calls_time_out_on_a_peer_that_accepts_nothing(
+    black_hole: str,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        peer = PeerClient("hole", black_hole, session, timeout=0.5)
+        for call in (peer.status, lambda: peer.apply([("k", b"1", None, 1)]),
+                     lambda: peer.get_many(["k"])):
+            started = time.monotonic()
+            with pytest.raises(PeerError) as exc:
+                await call()
+            assert time.monotonic() - started < 1.5
+            assert exc.value.unreachable and not exc.value.refused
+        started = time.monotonic()
+        with pytest.raises(PeerError):
+            async for _ in peer.export("me", 1):
+                pass
+        assert time.monotonic() - started < 1.5
+
+
+@pytest.fixture
+async def big_server() -> AsyncIterator[str]:
+    """/big answers 200 KB of JSON; /export streams one 200 KB line; /stall sends its
+    head, then nothing until the test ends."""
+    release = asyncio.Event()
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"entries":[],"pad":"' + b"x" * 200_000 + b'"}',
+                            content_type="application/json")
+
+    async def export(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(20):
+            await response.write(b"x" * 10_000)
+        await response.write(b"\n")
+        await response.write_eof()
+        return response
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await release.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/cluster/get", big)
+    app.router.add_get("/cluster/status", big)
+    app.router.add_post("/cluster/export", export)
+    app.router.add_post("/stall", stall)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert runner.addresses
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}"
+    release.set()
+    await runner.cleanup()
+
+
+async def test_answers_over_the_cap_are_refused(big_server: str) -> None:
+    pool = FastPool(big_server, {}, None, max_response=100_000)
+    try:
+        with pytest.raises(FastPathError) as exc:
+            await pool.post("/cluster/get", b"{}")
+        assert exc.value.too_large and "100000-byte cap" in str(exc.value)
+        assert not pool._idle  # that connection is not reused
+        roomy = FastPool(big_server, {}, None, max_response=300_000)
+        status, body = await roomy.post("/cluster/get", b"{}")
+        assert status == 200 and len(body) > 200_000
+        roomy.close()
+    finally:
+        pool.close()
+    async with aiohttp.ClientSession() as session:
+        fast = FastPool(big_server, {}, None, max_response=100_000)
+        peer = PeerClient("big", big_server, session, fast=fast, max_response=100_000)
+        for call in (peer.status, lambda: peer.get_many(["k"]), lambda: peer._call(
+                "POST", "/cluster/get", b"{}")):
+            with pytest.raises(PeerError) as perr:
+                await call()
+            # The peer answered: not a reason to suspect it.
+            assert not perr.value.unreachable and "cap" in str(perr.value)
+        with pytest.raises(PeerError) as perr:
+            async for _ in peer.export("me", 1):
+                pass
+        assert "cap" in str(perr.value)
+        fast.close()
+
+
+async def test_a_stalled_answer_times_out(big_server: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        peer = PeerClient("big", big_server, session, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(PeerError):
+            await peer._call("POST", "/stall", b"{}")
+        assert time.monotonic() - started < 1.5
