@@ -18,7 +18,7 @@
    wall-clock from the scale call to settled; the figure is distinct keys that changed home
    per second (goal >= 100k keys/s for the shrink), and every key is read back afterwards.
 3. Failure detection: SIGKILL of a node to every survivor routing around it (the peer shows
-   as down in /cluster/status), several trials (goal <= 3 s).
+   as down in /status), several trials (goal <= 3 s).
 
 All nodes are real processes on 127.0.0.1, started by the same runner as `distcache local`,
 and stopped by PID at the end.
@@ -111,7 +111,7 @@ async def load_keys(url: str, keys: list[str]) -> None:
 
 
 async def cluster_status(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with session.get(f"{url}/cluster/status") as resp:
+    async with session.get(f"{url}/status") as resp:  # the API key's view
         result: dict[str, Any] = await resp.json()
         return result
 
@@ -245,7 +245,8 @@ async def bench_detection(work: Path, trials: int) -> dict[str, Any]:
                     for node in survivors:
                         if node.id in pending:
                             status = await cluster_status(session, node.url)
-                            if not status["peers"][victim.id]["alive"]:
+                            if not next(m["alive"] for m in status["members"]
+                                        if m["id"] == victim.id):
                                 pending.discard(node.id)
                     if time.monotonic() - killed > 10:
                         raise RuntimeError("dead node not detected in 10 s")
