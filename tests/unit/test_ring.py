@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 
 import pytest
 
-from distcache_node.cluster.ring import Member, Ring, RingDoc, RingError
+from distcache_node.cluster.ring import Member, Ring, RingDoc, RingError, hash64, segments
 
 KEYS = [f"key:{i}" for i in range(100_000)]
 
@@ -129,3 +130,12 @@ def test_same_content_ignores_member_order_but_not_state_or_replication() -> Non
     assert not doc.same_content(RingDoc(3, 1, (a, b)))
     assert not doc.same_content(RingDoc(3, 2, (a, Member("b", "http://b:1", "leaving"))))
     assert not doc.same_content(RingDoc(3, 2, (a,)))
+
+
+def test_segments_place_every_key_as_both_rings_do() -> None:
+    a, b = Ring(["n1", "n2", "n3"], 2), Ring(["n1", "n2", "n4", "n5"], 2)
+    cuts, owners = segments(a, b)
+    for i in range(20_000):
+        key = f"seg:{i}"
+        pair = owners[bisect.bisect(cuts, hash64(key)) % len(cuts)]
+        assert pair == (tuple(a.owners(key)), tuple(b.owners(key)))

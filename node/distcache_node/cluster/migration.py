@@ -21,6 +21,7 @@ only goes backwards when the ring itself changes, and `reason` says so.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from distcache_node.cluster.peers import PeerError, WireEntry
-from distcache_node.cluster.ring import Ring, hash64
+from distcache_node.cluster.ring import Ring, hash64, segments
 
 if TYPE_CHECKING:
     from distcache_node.cluster.node import ClusterNode
@@ -53,6 +54,13 @@ def choose_sender(
     return next((m for m in old if alive(m)), None)
 
 
+# Per segment of the circle: (members to send the key to, drop it here once they took it,
+# keep it as surplus until the ring settles). _LOOK_UP: decide per key (not ours).
+Decision = tuple[tuple[str, ...], bool, bool]
+_LOOK_UP: tuple[str, ...] = ("<look up>",)
+_LOOK_UP_DECISION: Decision = (_LOOK_UP, False, False)
+
+
 @dataclass
 class PassPlan:
     """What one node does in one pass, worked out key by key from the two rings alone (no
@@ -69,36 +77,72 @@ class PassPlan:
     sends: dict[str, list[WireEntry]] = field(default_factory=lambda: defaultdict(list))
     handoff: list[tuple[WireEntry, list[str]]] = field(default_factory=list)
     surplus: int = 0
+    _cuts: list[int] | None = None
+    _decisions: list[Decision] = field(default_factory=list)
 
     def add(self, entries: Iterable[WireEntry]) -> None:
-        me, target, placed, strays = self.me, self.target, self.placed, self.strays
-        unchanged = placed.same_placement(target)
-        sends, delivered = self.sends, self.delivered
+        if self._cuts is None:
+            self._cuts, self._decisions = self._decide()
+        cuts, decisions, size = self._cuts, self._decisions, len(self._cuts)
+        strays, sends, delivered = self.strays, self.sends, self.delivered
         for entry in entries:
             key = entry[0]
-            key_hash = hash64(key)
-            owners = target.owners_of_hash(key_hash)
-            if me in owners and unchanged:
-                continue  # only strays to look at
-            old = owners if unchanged else placed.owners_of_hash(key_hash)
-            if me in old and key not in strays:
-                sender = choose_sender(old, owners, self.alive)
-                if sender == me:
-                    dests = [m for m in owners if m not in old]
-                    for member in dests:  # dead ones too: the pass retries until they take it
-                        if member not in delivered:
-                            sends[member].append(entry)
-                    if me not in owners:
-                        self.handoff.append((entry, dests))
-                elif me not in owners:
-                    self.surplus += 1  # the sender delivers it; dropped when the ring settles
-            elif me not in owners:
-                dests = self.live_owners(key)
-                if me in dests:
-                    continue  # standing in for a dead owner: keep the copy for now
-                for member in dests:
+            if not size:
+                break
+            dests, handoff, surplus = decisions[bisect.bisect(cuts, hash64(key)) % size]
+            if strays and key in strays:
+                dests, handoff, surplus = self._stray(key)
+            if dests is _LOOK_UP:
+                self._stand_in_or_stray(entry)
+                continue
+            for member in dests:
+                if member not in delivered:
                     sends[member].append(entry)
-                self.handoff.append((entry, dests))
+            if handoff:
+                self.handoff.append((entry, list(dests)))
+            elif surplus:
+                self.surplus += 1
+
+    def _decide(self) -> tuple[list[int], list[Decision]]:
+        """What to do with a key, per segment of the circle (same placement inside one)."""
+        me = self.me
+        cuts, owner_pairs = segments(self.placed, self.target)
+        memo: dict[tuple[tuple[str, ...], tuple[str, ...]], Decision] = {}
+        decisions = []
+        for old, owners in owner_pairs:
+            decision = memo.get((old, owners))
+            if decision is None:
+                if me in old:
+                    sender = choose_sender(old, owners, self.alive)
+                    if sender == me:
+                        # Dead new owners too: the pass retries until they take it.
+                        dests = tuple(m for m in owners if m not in old)
+                        decision = (dests, me not in owners, False)
+                    else:
+                        # The sender delivers it; dropped when the ring settles.
+                        decision = ((), False, me not in owners)
+                elif me in owners:
+                    decision = ((), False, False)
+                else:
+                    decision = _LOOK_UP_DECISION  # not ours by either ring
+                memo[(old, owners)] = decision
+            decisions.append(decision)
+        return cuts, decisions
+
+    def _stray(self, key: str) -> Decision:
+        """A write that reached us on the old ring after the change: whoever holds it hands it
+        to the key's live owners."""
+        if self.me in self.target.owners(key):
+            return (), False, False
+        return _LOOK_UP_DECISION
+
+    def _stand_in_or_stray(self, entry: WireEntry) -> None:
+        dests = self.live_owners(entry[0])
+        if self.me in dests:
+            return  # standing in for a dead owner: keep the copy for now
+        for member in dests:
+            self.sends[member].append(entry)
+        self.handoff.append((entry, dests))
 
 
 class Migration:

@@ -214,7 +214,8 @@ class ClusterNode:
         return out
 
     def local_apply(
-        self, entries: list[WireEntry], deletes: list[tuple[str, int]]
+        self, entries: list[WireEntry], deletes: list[tuple[str, int]],
+        sender_ring: int | None = None,
     ) -> ApplyResult:
         """Apply replicated writes and deletes (from peers, migration, refill, or this node
         as a coordinator), each only where it is newer than what the store holds, a
@@ -246,9 +247,10 @@ class ClusterNode:
             elif held < version:
                 not_held.append(key)
         # A coordinator still on the old ring may write to an owner that is no longer one:
-        # let the migration hand such keys on.
+        # let the migration hand such keys on. (A sender on our ring or a newer one, such as
+        # a migration pass, places keys on their owners: no need to look.)
         recent = self.doc.in_transition or now - self.ring_changed_at < RING_SETTLE
-        if entries and recent:
+        if entries and recent and (sender_ring is None or sender_ring < self.doc.version):
             owners, me = self.target.owners, self.id
             for entry in entries:
                 if me not in owners(entry[0]):

@@ -227,3 +227,16 @@ class Ring:
     def primary(self, key: str) -> str | None:
         owners = self.preference(key, 1)
         return owners[0] if owners else None
+
+
+def segments(a: Ring, b: Ring) -> tuple[list[int], list[tuple[tuple[str, ...], tuple[str, ...]]]]:
+    """Cut the circle at every point of both rings: within a segment both place keys alike.
+    Returns the cut points and, per segment, (a's owners, b's owners); a key's segment is
+    bisect(cuts, hash64(key)) % len(cuts). A migration pass looks each key up once."""
+    cuts = sorted(set(a._hashes) | set(b._hashes))
+    if not cuts:
+        return [], []
+    # Any hash in a segment stands for it: the cut that opens it (the last cut for the
+    # segment that wraps around zero).
+    starts = [cuts[-1], *cuts[:-1]]
+    return cuts, [(a.owners_of_hash(h), b.owners_of_hash(h)) for h in starts]

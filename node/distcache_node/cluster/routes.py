@@ -85,21 +85,24 @@ async def handle_get(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
-async def _catch_up(request: web.Request) -> None:
+async def _catch_up(request: web.Request) -> int | None:
+    """Adopt the sender's newer ring first; returns the sender's ring version, if given."""
     raw = request.headers.get(RING_HEADER, "")
-    if raw.isdigit():
-        await _node(request).catch_up(request.headers.get(FROM_HEADER), int(raw))
+    if not raw.isdigit():
+        return None
+    await _node(request).catch_up(request.headers.get(FROM_HEADER), int(raw))
+    return int(raw)
 
 
 async def handle_apply(request: web.Request) -> web.Response:
     body = await read_json(request)
-    await _catch_up(request)
+    sender_ring = await _catch_up(request)
     try:
         entries = decode_entries(body.get("entries") or [])
         deletes = [(str(k), check_version(v)) for k, v in body.get("deletes") or []]
     except (TypeError, ValueError) as exc:
         raise bad_request(f"bad apply batch: {exc}") from None
-    result = _node(request).local_apply(entries, deletes)
+    result = _node(request).local_apply(entries, deletes, sender_ring)
     # not_held: keys this node does not hold at the sent version or newer (no ack for them);
     # newer: [key, version] of keys it holds at a newer version than sent.
     return _json({"applied": result.applied, "deleted": result.deleted,
