@@ -4,6 +4,7 @@ module name `conftest` would mean whichever pytest imported last."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -11,10 +12,14 @@ import ssl
 import subprocess
 import time
 import urllib.request
+import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -89,3 +94,51 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str,
             if time.monotonic() > deadline:
                 raise AssertionError(f"node not ready at {url}:\n{process_output(proc)}") from None
             time.sleep(0.05)
+
+
+# --- timing on a busy machine ------------------------------------------------------------
+# Tests poll for the state they expect against a deadline instead of sleeping a fixed time
+# and asserting: a busy machine makes them slower, not wrong. Where a time is itself the
+# product's promise (detection within 3 s), the test measures it and asserts the promise
+# while the machine has a core to spare; when it is overloaded (the 1-minute load per core
+# is above BUSY_LOAD, e.g. a build running next to `make test`) it asserts a looser bound and
+# says so (a warning with the real figure). `make bench` measures the promise on a quiet
+# machine and reports it in docs/benchmarks.md.
+
+BUSY_LOAD = 1.0
+
+
+def load_per_core() -> float:
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
+def timing_bound(promise: float, loose: float) -> float:
+    """`promise` on a machine with a core to spare, else `loose`."""
+    return promise if load_per_core() <= BUSY_LOAD else loose
+
+
+def check_timing(what: str, measured: float, promise: float, loose: float) -> None:
+    """Assert `measured` <= `promise`, or <= `loose` (with a warning) if the machine is
+    overloaded now: the load average lags, so it is read after the measurement."""
+    if measured <= promise:
+        return
+    load = load_per_core()
+    bound = promise if load <= BUSY_LOAD else loose
+    assert measured <= bound, (f"{what}: {measured:.2f} s, over the {bound:g} s bound "
+                               f"(load per core {load:.1f})")
+    warnings.warn(f"{what}: {measured:.2f} s, over the {promise:g} s promise on an "
+                  f"overloaded machine (load per core {load:.1f}); within {loose:g} s",
+                  stacklevel=2)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: str,
+                     interval: float = 0.05) -> T:
+    """Await `check()` until it returns something truthy and return that; fail after
+    `timeout` seconds with `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s (last: {value!r})"
+        await asyncio.sleep(interval)
