@@ -14,6 +14,7 @@ import orjson
 from distcache_node.client import DistCacheClient
 from distcache_node.cluster.ring import RingDoc
 from distcache_node.local.runner import FileRingStore, LocalCluster
+from support import check_timing, eventually
 
 
 async def _status(session: aiohttp.ClientSession, url: str) -> dict:
@@ -34,9 +35,16 @@ async def test_sigkilled_node_is_routed_around_within_3s(make_cluster, client_se
         assert resp.status == 200
     os.kill(victim.pid, signal.SIGKILL)
     killed = time.monotonic()
-    while _member(await _status(client_session, first.url), victim.id)["alive"]:
-        assert time.monotonic() - killed <= 3.0, "dead peer not detected within 3 s"
-        await asyncio.sleep(0.05)
+
+    async def routed_around() -> bool:
+        return not _member(await _status(client_session, first.url), victim.id)["alive"]
+
+    await eventually(routed_around, 60, "the SIGKILLed node routed around")
+    # Detection within 3 s is the product's promise (a refused connection convicts at once,
+    # and heartbeats run every second); on an overloaded machine the poll and the heartbeat
+    # both wait for a CPU, so there only a looser bound is asserted (with a warning giving
+    # the real figure). `make bench` measures it on a quiet machine.
+    check_timing("SIGKILL to routed around", time.monotonic() - killed, 3.0, 15.0)
     # Every key still reads, and writes still reach a quorum on the survivors.
     keys = [f"d{i}" for i in range(300)]
     async with client_session.post(f"{first.url}/mget", json={"keys": keys}) as resp:
@@ -81,11 +89,11 @@ async def test_ring_file_replaced_atomically_is_picked_up(make_cluster, client_s
     store = FileRingStore(cluster.ring_path)
     ring = await store.load()
     await store.save(RingDoc(ring.version + 5, ring.replication, ring.members), ring)
-    deadline = time.monotonic() + 5
     for node in cluster.state.nodes:
-        while (await _status(client_session, node.url))["ring_version"] != ring.version + 5:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        async def picked_up(url: str = node.url) -> bool:
+            return bool((await _status(client_session, url))["ring_version"] == ring.version + 5)
+
+        await eventually(picked_up, 30, f"{node.id} follows the replaced ring file")
     # A broken file is ignored, the node keeps its ring.
     cluster.ring_path.write_text("{not json")
     await asyncio.sleep(1.0)
@@ -108,13 +116,11 @@ async def test_drain_hands_every_key_on_and_keeps_serving(make_cluster, client_s
     ) as resp:
         assert resp.status == 200
         assert (await resp.json())["state"] == "leaving"
-    deadline = time.monotonic() + 20
-    while True:
+    async def drained() -> dict | None:
         status = await _status(client_session, leaving.url)
-        if status["keys"] == 0 and status["migration"]["done"]:
-            break
-        assert time.monotonic() < deadline, status["migration"]
-        await asyncio.sleep(0.1)
+        return status if status["keys"] == 0 and status["migration"]["done"] else None
+
+    status = await eventually(drained, 90, f"{leaving.id} drained", 0.1)
     # Each of its keys needed one new copy, sent once by the partner that keeps it; the
     # leaving node itself had nothing to send while its partners were up.
     assert status["migration"]["keys_moved"] == 0
@@ -147,10 +153,11 @@ async def test_ring_aware_client_routes_to_owners_and_follows_scale(
         version = cache.ring.version
         await cluster.scale(4)
         await cache.get("c1")  # any response carries the new ring version...
-        for _ in range(50):
-            if cache.ring.version > version:
-                break
-            await asyncio.sleep(0.05)
+
+        async def refreshed() -> bool:
+            return cache.ring.version > version
+
+        await eventually(refreshed, 30, "the client refreshes its ring")
         assert len(cache.ring.members) == 4  # ...and the client refreshed
         assert await cache.mget([f"c{i}" for i in range(500)]) == {f"c{i}": i for i in range(500)}
 
@@ -158,17 +165,24 @@ async def test_ring_aware_client_routes_to_owners_and_follows_scale(
 async def test_rate_limit_is_cluster_wide(make_cluster, client_session) -> None:
     cluster: LocalCluster = await make_cluster(3, node_args=["--rate-limit", "10"])
     urls = [n.url for n in cluster.state.nodes]
-    statuses = []
-    for i in range(30):  # well within one second, spread over every node
+
+    async def get(i: int) -> int:
         async with client_session.get(f"{urls[i % 3]}/get", params={"key": "x"}) as resp:
-            statuses.append(resp.status)
             if resp.status == 429:
                 assert int(resp.headers["Retry-After"]) >= 1
                 assert orjson.loads(await resp.read())["error"] == "rate_limited"
+            return resp.status
+
+    # 60 requests at once, spread over every node: a limit per node would let 30 through.
+    started = time.monotonic()
+    statuses = await asyncio.gather(*(get(i) for i in range(60)))
+    took = time.monotonic() - started
     allowed = statuses.count(404)
-    # One shared counter: about 10 allowed in total, not 10 per node.
-    assert 8 <= allowed <= 14, statuses
-    assert statuses.count(429) == 30 - allowed
+    assert statuses.count(429) == 60 - allowed
+    # One shared counter: 10 per sliding second in total. The burst usually takes a fraction
+    # of a second; on a busy machine it can straddle more of the window, which lets through
+    # 10 more per extra second: allow for the time it really took rather than assume it.
+    assert 8 <= allowed <= 10 * (1 + took) + 4, (took, statuses)
 
 
 async def test_restarted_node_takes_its_share_back_before_it_is_ready(
