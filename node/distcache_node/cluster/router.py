@@ -8,9 +8,13 @@ coordinator that is not an owner may never have received it). The client's write
 in flight, so every write the replica holds either completed before it began or is
 concurrent with it; either way ordering the client's write last is correct, and it is what
 the client expects of a write issued after an acknowledged one. So the coordinator takes in
-the newer version and re-issues the write with a version above it to every owner. Writes
-without a value of their own (incr, serialised on the primary, which has seen every version
-of the key) count a newer version as superseded, and so acknowledged.
+the newer version and re-issues the write with a version above it to every owner, once: by
+then it has seen the newest version every live owner held, which includes every write
+acknowledged before this one began, so a still newer version met after that belongs to a
+concurrent write, and this write counts as acknowledged and superseded by it (the order
+last-writer-wins gives two concurrent writes). That bounds the rounds under contention.
+Writes without a value of their own (incr, serialised on the primary, which has seen every
+version of the key) always count a newer version as superseded.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ class ClusterRouter:
         keys = list(by_key_entry) + [k for k in by_key_delete if k not in by_key_entry]
         acked: dict[str, set[str]] = {k: set((already or {}).get(k, ())) for k in keys}
         deleted: set[str] = set()
+        reissued: set[str] = set()
         extra = {}
         if deletes and node.doc.in_transition:
             # Old owners may still hold a copy in migration: delete it there too.
@@ -194,8 +199,8 @@ class ClusterRouter:
                 missing = set(result.not_held)
                 for key, version in result.newer:
                     node.clock.observe(version)
-                    superseded.add(key)
-                    if reissue:
+                    if reissue and key not in reissued:
+                        superseded.add(key)
                         missing.add(key)
                 for entry in plan_e.get(member, []):
                     if entry[0] not in missing:
@@ -203,15 +208,15 @@ class ClusterRouter:
                 for key, _ in plan_d.get(member, []):
                     if key not in missing:
                         acked[key].add(member)
-            if reissue:
-                # Every owner must end up with the same, newest version: start the key over.
-                for key in superseded:
-                    if key in by_key_entry:
-                        k, value, ttl, _ = by_key_entry[key]
-                        by_key_entry[key] = (k, value, ttl, node.clock.next())
-                    else:
-                        by_key_delete[key] = node.clock.next()
-                    acked[key] = set()
+            # Every owner must end up with the same, newest version: start the key over.
+            reissued |= superseded
+            for key in superseded:
+                if key in by_key_entry:
+                    k, value, ttl, _ = by_key_entry[key]
+                    by_key_entry[key] = (k, value, ttl, node.clock.next())
+                else:
+                    by_key_delete[key] = node.clock.next()
+                acked[key] = set()
         for key in keys:
             owners = node.live_owners(key)
             need = required_acks(node.replication, config.write_quorum, len(owners))
