@@ -155,7 +155,7 @@ def test_rate_limit_refuses_a_burst_with_429_and_headers(node_process: Spawn) ->
     assert len(allowed) <= 7
     for _, headers, _ in allowed:
         assert headers["x-ratelimit-limit"] == "5"
-        assert int(headers["x-ratelimit-remaining"]) >= 0
+        assert 0 <= int(headers["x-ratelimit-remaining"]) <= 4
     for _, headers, body in refused:
         assert headers["content-type"].startswith("application/json")
         assert int(headers["retry-after"]) >= 1
@@ -165,7 +165,10 @@ def test_rate_limit_refuses_a_burst_with_429_and_headers(node_process: Spawn) ->
         assert error["error"] == "rate_limited"
         assert "5 per second" in error["message"]
 
-    # /metrics is not limited, and the refusals are counted.
+    # Probes are not limited...
+    for _ in range(5):
+        assert call(url, "/healthz", key=None)[0] == 200
+    # ...nor is /metrics, and the refusals are counted.
     status, _, body = call(url, "/metrics")
     assert status == 200
     assert sample(metric_samples(body.decode()), "distcache_rate_limited_total") == len(refused)
@@ -203,16 +206,6 @@ async def test_large_responses_are_gzipped_small_ones_not(node_url: str) -> None
         async with raw.get(f"{node_url}/metrics", headers=gzip_hdr) as resp:
             assert resp.headers["Content-Encoding"] == "gzip"
             assert b"distcache_requests_total" in gzip.decompress(await resp.read())
-
-
-async def test_gzip_request_body_is_accepted(node_url: str, http: aiohttp.ClientSession) -> None:
-    payload = json.dumps({"key": "zipped", "value": {"text": "y" * 3000}}).encode()
-    async with http.post(f"{node_url}/set", data=gzip.compress(payload),
-                         headers={"Content-Encoding": "gzip",
-                                  "Content-Type": "application/json"}) as resp:
-        assert resp.status == 200, await resp.text()
-    async with http.get(f"{node_url}/get", params={"key": "zipped"}) as resp:
-        assert (await resp.json())["value"] == {"text": "y" * 3000}
 
 
 async def test_gzip_body_limit_applies_to_the_decompressed_size(
@@ -436,7 +429,13 @@ async def test_metrics_after_traffic(
     assert sample(after, "distcache_requests_total", op="incr", status="409") == 1
     assert sample(after, "distcache_request_duration_seconds_count", op="set") == 61
     assert sample(after, "distcache_request_duration_seconds_bucket", op="set", le="+Inf") == 61
-    assert sample(after, "distcache_request_duration_seconds_bucket", op="get", le="0.0001") >= 0
+    # Histogram buckets are cumulative and end with every request: 2 gets, one of each kind.
+    get_buckets = sorted(
+        (float(dict(labels)["le"]), value) for (name, labels), value in after.items()
+        if name == "distcache_request_duration_seconds_bucket" and ("op", "get") in labels)
+    assert [v for _, v in get_buckets] == sorted(v for _, v in get_buckets)
+    assert get_buckets[-1] == (float("inf"), 2)
+    assert sample(after, "distcache_request_duration_seconds_count", op="get") == 2
     assert sample(after, "distcache_hits_total") == 3  # one get, two of the mget's keys
     assert sample(after, "distcache_misses_total") == 2
     used = sample(after, "distcache_memory_used_bytes")
@@ -451,18 +450,6 @@ async def test_metrics_after_traffic(
 
 
 # --- debug endpoints -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["/debug/profile", "/debug/heap"])
-async def test_debug_endpoints_require_the_api_key(node_url: str, path: str) -> None:
-    async with aiohttp.ClientSession() as anonymous:
-        async with anonymous.get(f"{node_url}{path}", params={"seconds": "0.2"}) as resp:
-            assert resp.status == 401
-            assert (await resp.json())["error"] == "unauthorized"
-            assert "WWW-Authenticate" in resp.headers
-        async with anonymous.get(f"{node_url}{path}", params={"seconds": "0.2"},
-                                 headers={"X-API-Key": "wrong"}) as resp:
-            assert resp.status == 401
 
 
 async def test_debug_profile_returns_a_cpu_profile(
@@ -496,7 +483,8 @@ async def test_overlapping_debug_sessions(node_url: str, http: aiohttp.ClientSes
     await asyncio.sleep(0.1)
     status, text = await fetch("/debug/profile", "0.1")
     assert status == 409, text
-    assert "already running" in json.loads(text)["message"]
+    error = json.loads(text)
+    assert error["error"] == "profile_in_progress" and "already running" in error["message"]
     assert (await first)[0] == 200
     assert (await fetch("/debug/profile", "0.1"))[0] == 200  # free again
 
