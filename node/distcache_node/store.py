@@ -288,6 +288,20 @@ class Store:
         versions = self._versions or {}
         return [(k, v, ttl, versions.get(k, 0)) for k, v, ttl in self.items()]
 
+    def entry(self, key: str) -> tuple[str, bytes, float | None, int] | None:
+        """One live entry as entries() has it, without touching its LRU position (migration
+        reads keys to move them, not because anyone wants them)."""
+        value = self._data.get(key)
+        if value is None or value is _TOMBSTONE:
+            return None
+        deadline = self._deadlines.get(key)
+        ttl = None
+        if deadline is not None:
+            ttl = deadline - self.clock()
+            if ttl <= 0:
+                return None
+        return key, value, ttl, (self._versions or {}).get(key, 0)
+
     def keys(self) -> list[str]:
         """Keys with a value, least recently used first."""
         if not self._tombstones:

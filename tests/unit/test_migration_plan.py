@@ -39,8 +39,8 @@ def plan_all(placed: Ring, target: Ring, dead: frozenset[str] = frozenset()
     for member, entries in holdings(placed).items():
         if member in dead:
             continue
-        plan = PassPlan(member, placed, target, alive, live_owners)
-        plan.add(entries)
+        plan = PassPlan(member, placed, target, alive, live_owners, entry)
+        plan.add(e[0] for e in entries)
         plans[member] = plan
     return plans
 
@@ -91,8 +91,8 @@ def test_unchanged_ring_plans_nothing_but_strays() -> None:
     ring = Ring(["a", "b", "c"], 2)
     stray = next(k for k in KEYS if "a" not in ring.owners(k))
     plan = PassPlan("a", ring, ring, lambda m: True,
-                    lambda k: ring.owners(k), strays={stray})
-    plan.add([entry(k) for k in KEYS if "a" in ring.owners(k)] + [entry(stray)])
+                    lambda k: ring.owners(k), entry, strays={stray})
+    plan.add([k for k in KEYS if "a" in ring.owners(k)] + [stray])
     assert {d: [e[0] for e in es] for d, es in plan.sends.items()} == {
         m: [stray] for m in ring.owners(stray)}
     assert [h[0][0] for h in plan.handoff] == [stray]
@@ -100,12 +100,20 @@ def test_unchanged_ring_plans_nothing_but_strays() -> None:
 
 def test_a_retry_skips_members_that_took_everything() -> None:
     placed, target = Ring(["a", "b", "c"], 2), Ring(["a", "b", "c", "d"], 2)
-    first = PassPlan("a", placed, target, lambda m: True, target.owners)
-    first.add(holdings(placed)["a"])
+    first = PassPlan("a", placed, target, lambda m: True, target.owners, entry)
+    first.add(e[0] for e in holdings(placed)["a"])
     assert "d" in first.sends
-    retry = PassPlan("a", placed, target, lambda m: True, target.owners, delivered={"d"})
-    retry.add(holdings(placed)["a"])
+    retry = PassPlan("a", placed, target, lambda m: True, target.owners, entry,
+                     delivered={"d"})
+    retry.add(e[0] for e in holdings(placed)["a"])
     assert "d" not in retry.sends
+
+
+def test_keys_gone_since_the_key_list_was_taken_are_skipped() -> None:
+    placed, target = Ring(["a", "b", "c"], 2), Ring(["a", "b", "c", "d"], 2)
+    plan = PassPlan("a", placed, target, lambda m: True, target.owners, lambda key: None)
+    plan.add(e[0] for e in holdings(placed)["a"])
+    assert plan.sends == {} and plan.handoff == []
 
 
 def test_choose_sender_prefers_a_surviving_owner() -> None:

@@ -27,7 +27,7 @@ from distcache_node.cluster.ring import Member, RingDoc
 
 log = logging.getLogger("distcache.coordinator")
 POLL = 0.1  # seconds between status polls while waiting for a ring to settle
-CONFIRM = 0.3  # settled twice this far apart: late writes on the old ring re-wake migration
+CONFIRM = 0.3  # before removing members: settled twice this far apart (see wait_settled)
 HEADROOM = 0.85  # a node is "full" past this share of --max-memory (placement spreads ±10%)
 
 
@@ -162,15 +162,19 @@ class Coordinator:
                                "every member has placed the ring")
         return pending
 
-    async def wait_settled(self, doc: RingDoc) -> None:
-        """Until every member runs this ring version and has finished placing it."""
+    async def wait_settled(self, doc: RingDoc, confirm: bool = False) -> None:
+        """Until every member runs this ring version and has finished placing it. With
+        `confirm` (members are about to be removed and stopped), settled twice CONFIRM
+        apart: a write still in flight on the old ring that lands on a leaving member
+        re-wakes its migration, and the second look catches it."""
         deadline = time.monotonic() + self.timeout
         settled_since: float | None = None
         while True:
             pending = self.pending(doc, await self.statuses(doc.members))
             self.on_progress("migrating", {"version": doc.version, "pending": pending})
             if not pending:
-                if settled_since is not None and time.monotonic() - settled_since >= CONFIRM:
+                if not confirm or (settled_since is not None
+                                   and time.monotonic() - settled_since >= CONFIRM):
                     return
                 settled_since = settled_since or time.monotonic()
             else:
@@ -209,7 +213,7 @@ class Coordinator:
             if not check.ok and not force:
                 raise CapacityError(check)
             doc = await self.publish(doc.with_state(ids, "leaving"), doc)
-        await self.wait_settled(doc)
+        await self.wait_settled(doc, confirm=True)
         final = doc.with_members(m for m in doc.members if m.id not in ids)
         await self.store.save(final, doc)
         # The leaving members hear it too, so they stop serving as members.

@@ -72,6 +72,7 @@ class PassPlan:
     target: Ring  # where they go now
     alive: Callable[[str], bool]
     live_owners: Callable[[str], list[str]]
+    entry_of: Callable[[str], WireEntry | None]  # the store's entry (None: gone meanwhile)
     strays: set[str] = field(default_factory=set)  # keys written here on the old ring late
     delivered: set[str] = field(default_factory=set)  # members that took this pass already
     sends: dict[str, list[WireEntry]] = field(default_factory=lambda: defaultdict(list))
@@ -80,18 +81,27 @@ class PassPlan:
     _cuts: list[int] | None = None
     _decisions: list[Decision] = field(default_factory=list)
 
-    def add(self, entries: Iterable[WireEntry]) -> None:
+    def add(self, keys: Iterable[str]) -> None:
+        """Plan these keys (only the ones that move are read from the store)."""
         if self._cuts is None:
             self._cuts, self._decisions = self._decide()
         cuts, decisions, size = self._cuts, self._decisions, len(self._cuts)
-        strays, sends, delivered = self.strays, self.sends, self.delivered
-        for entry in entries:
-            key = entry[0]
-            if not size:
-                break
+        strays, sends, delivered, entry_of = self.strays, self.sends, self.delivered, \
+            self.entry_of
+        if not size:
+            return
+        for key in keys:
             dests, handoff, surplus = decisions[bisect.bisect(cuts, hash64(key)) % size]
             if strays and key in strays:
                 dests, handoff, surplus = self._stray(key)
+            if surplus:
+                self.surplus += 1
+                continue
+            if not dests:
+                continue
+            entry = entry_of(key)
+            if entry is None:
+                continue  # expired or deleted since the key list was taken
             if dests is _LOOK_UP:
                 self._stand_in_or_stray(entry)
                 continue
@@ -100,8 +110,6 @@ class PassPlan:
                     sends[member].append(entry)
             if handoff:
                 self.handoff.append((entry, list(dests)))
-            elif surplus:
-                self.surplus += 1
 
     def _decide(self) -> tuple[list[int], list[Decision]]:
         """What to do with a key, per segment of the circle (same placement inside one)."""
@@ -268,10 +276,10 @@ class Migration:
         delivered = self._delivered[1]
         started = time.monotonic()
         pass_plan = PassPlan(node.id, placed, target, node.is_alive, node.live_owners,
-                             strays, delivered)
-        entries = node.store.entries()
-        for start in range(0, len(entries), YIELD_EVERY):
-            pass_plan.add(entries[start:start + YIELD_EVERY])
+                             node.store.entry, strays, delivered)
+        keys = node.store.keys()
+        for start in range(0, len(keys), YIELD_EVERY):
+            pass_plan.add(keys[start:start + YIELD_EVERY])
             await asyncio.sleep(0)  # requests keep flowing while a big store is planned
         plan, handoff, surplus = pass_plan.sends, pass_plan.handoff, pass_plan.surplus
         self.keys_remaining = sum(len(v) for v in plan.values())
@@ -322,11 +330,22 @@ class Migration:
             return
         dropped = 0
         store, target, me = node.store, node.target, node.id
-        for key in store.keys():  # noqa: SIM118 - a list snapshot: we delete as we go
-            if (me not in target.owners(key) and me not in node.live_owners(key)
-                    and store.delete(key)):
-                dropped += 1
+        if me not in target.members:
+            dropped = len(store)  # leaving: nothing here is ours any more
+            store.clear()
+        else:
+            keys = store.keys()
+            for start in range(0, len(keys), YIELD_EVERY):
+                for key in keys[start:start + YIELD_EVERY]:
+                    if (me not in target.owners(key) and me not in node.live_owners(key)
+                            and store.delete(key)):
+                        dropped += 1
+                await asyncio.sleep(0)  # keep answering while a big store is swept
+                if node.doc.version != version or self._wake.is_set():
+                    break  # a new ring or a late write: the next pass comes first
         self.keys_dropped += dropped
+        if node.doc.version != version or self._wake.is_set():
+            return
         self.surplus = 0
         log.info("ring v%d placed everywhere: dropped %d copies other owners delivered",
                  version, dropped)
