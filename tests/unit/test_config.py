@@ -286,3 +286,15 @@ def test_metrics_public_is_off_by_default() -> None:
     assert load_config([], environ={}).metrics_public is False
     assert load_config(["--metrics-public"], environ={}).metrics_public is True
     assert load_config([], environ={"DISTCACHE_METRICS_PUBLIC": "true"}).metrics_public
+
+
+def test_peer_timeout_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert load_config([], environ={}).peer_timeout == 3.0
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("peer-timeout: 1.5\n")
+    assert load_config(["--config", str(config_file)], environ={}).peer_timeout == 1.5
+    assert load_config([], environ={"DISTCACHE_PEER_TIMEOUT": "2"}).peer_timeout == 2.0
+    assert load_config(["--peer-timeout", "0.5"], environ={}).peer_timeout == 0.5
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ConfigError, match="--peer-timeout must be positive"):
+            load_config(["--peer-timeout", bad], environ={})
