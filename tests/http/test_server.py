@@ -347,26 +347,43 @@ def test_connections_over_the_bound_get_503_and_the_server_recovers(
 def test_sigterm_finishes_in_flight_requests_then_exits_0(node_process: Spawn) -> None:
     proc, url = node_process("--api-key", API_KEY)
     result: dict[str, Any] = {}
+    seconds = 5.0  # the in-flight request: long enough to outlast a slow machine's delays
 
     def slow_request() -> None:
         try:
-            result["response"] = call(url, "/debug/profile?seconds=1.5&top=5")
+            result["response"] = call(url, f"/debug/profile?seconds={seconds}&top=5")
         except Exception as exc:  # pragma: no cover - reported below
             result["error"] = exc
 
-    worker = threading.Thread(target=slow_request)
-    worker.start()
-    time.sleep(0.5)  # the request is in the handler, profiling
-    assert "response" not in result
+    # Wait until the request is in the handler, profiling: then another profile is refused
+    # with 409. (A probe that got there first makes the slow request the 409: start over.)
+    deadline = time.monotonic() + 30
+    while True:
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        while worker.is_alive():
+            if call(url, "/debug/profile?seconds=0.01")[0] == 409:
+                break
+            time.sleep(0.05)
+        if worker.is_alive():
+            break
+        assert time.monotonic() < deadline, result
+        result.clear()
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    signalled = time.monotonic()
 
     # Draining: the listening socket is closed, the in-flight request still runs.
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(host_port(url), timeout=2).close()
+    while True:
+        try:
+            socket.create_connection(host_port(url), timeout=2).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() - signalled < seconds, "still listening after SIGTERM"
+        time.sleep(0.05)
     assert proc.poll() is None
+    assert worker.is_alive(), "the in-flight request ended before the listener closed"
 
-    worker.join(timeout=15)
+    worker.join(timeout=30)
     assert "error" not in result, result.get("error")
     status, _, body = result["response"]
     assert status == 200
@@ -479,13 +496,12 @@ async def test_overlapping_debug_sessions(node_url: str, http: aiohttp.ClientSes
         async with http.get(f"{node_url}{path}", params={"seconds": seconds}) as resp:
             return resp.status, await resp.text()
 
-    first = asyncio.create_task(fetch("/debug/profile", "0.3"))
-    await asyncio.sleep(0.1)
-    status, text = await fetch("/debug/profile", "0.1")
-    assert status == 409, text
-    error = json.loads(text)
+    # Sent together, each for a second: whichever the node takes first, the other arrives
+    # while it runs (no sleep-and-hope ordering on a busy machine).
+    results = await asyncio.gather(fetch("/debug/profile", "1"), fetch("/debug/profile", "1"))
+    assert sorted(status for status, _ in results) == [200, 409], results
+    error = json.loads(next(text for status, text in results if status == 409))
     assert error["error"] == "profile_in_progress" and "already running" in error["message"]
-    assert (await first)[0] == 200
     assert (await fetch("/debug/profile", "0.1"))[0] == 200  # free again
 
     first = asyncio.create_task(fetch("/debug/heap", "0.3"))
