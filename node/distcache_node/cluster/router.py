@@ -20,6 +20,7 @@ version of the key) always count a newer version as superseded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 
@@ -40,6 +41,28 @@ def _unavailable(message: str) -> ApiError:
 class ClusterRouter:
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
+        # Peers whose last call went unanswered (silence, not a refusal), until when: reads
+        # ask them last until the heartbeat has had time to judge them, so a peer that drops
+        # packets costs one peer timeout, not one per read.
+        self._silent: dict[str, float] = {}
+
+    def _failed(self, exc: PeerError) -> None:
+        self.node.report(exc)
+        if exc.unreachable and not exc.refused:
+            self._silent[exc.peer] = time.monotonic() + self.node.config.suspect_after
+
+    def _candidates(self, key: str) -> list[tuple[str, bool]]:
+        """read_candidates, with silent peers moved last."""
+        candidates = self.node.read_candidates(key)
+        if self._silent:
+            now = time.monotonic()
+            if any(until <= now for until in self._silent.values()):
+                self._silent = {m: until for m, until in self._silent.items() if until > now}
+            silent = self._silent
+            if any(member in silent for member, _ in candidates):
+                candidates = ([c for c in candidates if c[0] not in silent]
+                              + [c for c in candidates if c[0] in silent])
+        return candidates
 
     # -- reads ---------------------------------------------------------------------------------
     async def _fetch(self, member: str, keys: list[str]) -> list[WireEntry]:
@@ -54,7 +77,7 @@ class ClusterRouter:
         node = self.node
         found: dict[str, WireEntry] = {}
         answered: set[str] = set()
-        candidates = {key: node.read_candidates(key) for key in keys}
+        candidates = {key: self._candidates(key) for key in keys}
         step = dict.fromkeys(keys, 0)
         pending = list(keys)
         while pending:
@@ -75,7 +98,7 @@ class ClusterRouter:
                 if isinstance(result, BaseException):
                     if not isinstance(result, PeerError):
                         raise result
-                    node.report(result)
+                    self._failed(result)
                     retry = asked
                 else:
                     answered.update(asked)
@@ -105,14 +128,14 @@ class ClusterRouter:
         """read_many for one key, without its batching: the hot path of forwarded GETs."""
         node = self.node
         answered = False
-        for member, final in node.read_candidates(key):
+        for member, final in self._candidates(key):
             if member == node.id:
                 entry = node.store.get_with_ttl(key)
             else:
                 try:
                     got = await node.peer(member).get_one(key)
                 except PeerError as exc:
-                    node.report(exc)
+                    self._failed(exc)
                     continue
                 entry = None
                 if got is not None:
