@@ -32,7 +32,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import API_KEY, ROOT
+from support import API_KEY, ROOT, check_timing
 from support import clean_env as _clean_env
 from support import process_output as _output
 
@@ -247,7 +247,7 @@ def test_slow_clients_are_dropped_while_others_are_served(node_process: Spawn) -
 
     start = time.monotonic()
     served = 0
-    while time.monotonic() - start < 4.0:
+    while time.monotonic() - start < 30.0:  # a deadline only: the bound is asserted below
         status, _, _ = call(url, "/healthz", key=None)
         assert status == 200
         served += 1
@@ -257,8 +257,11 @@ def test_slow_clients_are_dropped_while_others_are_served(node_process: Spawn) -
     elapsed = time.monotonic() - start
     assert is_closed_by_server(slowloris), "a partial request header must not hold a connection"
     assert is_closed_by_server(silent), "a connection that sends nothing must not be kept"
-    assert 0.7 < elapsed < 3.0
-    assert served > 5
+    assert elapsed > 0.7  # not before the read timeout
+    # Dropped within a couple of sweeps of the 1 s timeout (a looser bound, with a warning,
+    # on an overloaded machine: see support.check_timing).
+    check_timing("slow clients dropped", elapsed, 3.0, 15.0)
+    assert served >= 3  # and others were served meanwhile
 
     status, _, body = read_http_response(slow_body)
     assert status == 408
