@@ -172,7 +172,10 @@ for img in "${IMAGES[@]}"; do
     --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >/dev/null
 done
 docker exec "$cid" ctr -n k8s.io images ls -q | sort >&2
-docker exec "$cid" sh -c 'kill $(cat /tmp/containerd.pid); while kill -0 $(cat /tmp/containerd.pid) 2>/dev/null; do sleep 0.2; done; rm -rf /tmp/* /run/containerd'
+# containerd is a child of `sleep` (PID 1, which never reaps): done when gone or a zombie.
+docker exec "$cid" sh -c 'pid=$(cat /tmp/containerd.pid); kill $pid
+  for _ in $(seq 150); do grep -q "^State:[[:space:]]*[^Z]" /proc/$pid/status 2>/dev/null || break; sleep 0.2; done
+  rm -rf /tmp/* /run/containerd'
 docker commit "$cid" "$NODE_IMAGE-assembly" >/dev/null
 docker rm -f "$cid" >/dev/null; trap - EXIT
 # A Dockerfile ENTRYPOINT also clears the CMD that `sleep infinity` left behind.
