@@ -83,6 +83,7 @@ e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP
 lint: $(STAMP) ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check node operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks side by side with their anchors; writes docs/benchmarks.md

@@ -57,7 +57,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[BACKEND] = LocalBackend(store)
     app[RATE_LIMITER] = None
     if clustered:
-        from distcache_node.cluster.node import setup_cluster
+        from distcache_node.cluster.setup import setup_cluster
 
         setup_cluster(app)
     if config.rate_limit > 0:

@@ -48,3 +48,7 @@ class LocalBackend:
 
     async def incr(self, key: str, delta: int, ttl: float | None) -> int:
         return self.store.incr(key, delta, ttl)
+
+
+# A Backend's read_local answer: this node cannot answer alone, ask the owners.
+REMOTE = object()

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from distcache_node.cluster.ring import RingDoc, RingError
-from distcache_node.pipeline import RING_VERSION_HEADER as RING_HEADER
+from distcache_node.protocol import RING_VERSION_HEADER as RING_HEADER
 
 
 def ring_of_status(status: Any) -> RingDoc:

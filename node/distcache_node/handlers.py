@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from distcache_node.appkeys import BACKEND, CONFIG, METRICS
-from distcache_node.backend import Entry, Item, LocalBackend
+from distcache_node.backend import REMOTE, Entry, Item, LocalBackend
 from distcache_node.errors import ApiError, bad_request
 from distcache_node.ratelimit import KEY_PREFIX as RESERVED_PREFIX
 
@@ -100,7 +100,6 @@ def _ttl_json(ttl: float) -> bytes:
     return orjson.dumps(round(ttl, 3))
 
 
-REMOTE = object()  # get_handler's lookup: this node cannot answer alone, ask the owners
 
 
 def get_handler(

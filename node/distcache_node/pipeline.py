@@ -20,8 +20,10 @@ from aiohttp import hdrs, web
 from multidict import istr
 
 from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
+from distcache_node.auth import keys_match
 from distcache_node.config import IPNetwork, parse_cidrs
 from distcache_node.errors import ApiError, json_error
+from distcache_node.protocol import RING_VERSION_HEADER
 from distcache_node.ratelimit import Decision, RateLimiter, client_address
 from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
@@ -36,7 +38,6 @@ WrappedHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what 
 # Who may call a route: anyone; data API clients (API key, rate limited); holders of the API
 # key, not rate limited (operations: metrics, profiles); or cluster peers only.
 PUBLIC, API, KEYED, PEER = "public", "api", "keyed", "peer"
-RING_VERSION_HEADER = "X-DistCache-Ring-Version"
 
 _HTTP_ERROR_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
@@ -50,14 +51,6 @@ API_KEY_HEADER = istr("X-API-Key")  # pre-folded: a faster header lookup on ever
 
 def api_key_of(request: web.Request) -> str | None:
     return request.headers.get(API_KEY_HEADER) or request.query.get("api_key")
-
-
-def keys_match(given: str, expected: str) -> bool:
-    """Constant-time comparison. Plain ASCII compares as str; header values that are not
-    UTF-8 arrive surrogate-escaped, so anything else compares as raw bytes."""
-    if given.isascii() and expected.isascii():
-        return hmac.compare_digest(given, expected)
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def check_api_key(request: web.Request, expected: str) -> None:

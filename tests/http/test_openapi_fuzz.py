@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
 NODE_SOURCES = ["handlers.py", "pipeline.py", "debug.py", "serve.py", "routes.py"]
 # The documented /cluster/* operations raise codes from here (only those are documented).
-CLUSTER_SOURCES = ["cluster/routes.py", "cluster/node.py"]
+CLUSTER_SOURCES = ["cluster/routes.py", "cluster/node.py", "cluster/setup.py"]
 MAX_EXAMPLES = 100  # per operation and phase: the whole module stays well under a minute
 
 

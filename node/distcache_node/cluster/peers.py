@@ -22,9 +22,9 @@ import orjson
 
 from distcache_node.cluster.fastpath import MAX_RESPONSE, FastPathError, FastPool
 from distcache_node.cluster.replication import VERSION_MAX
+from distcache_node.protocol import FROM_HEADER, RING_HEADER, SECRET_HEADER
 
 WireEntry = tuple[str, bytes, float | None, int]  # key, JSON value bytes, ttl, version
-SECRET_HEADER = "X-DistCache-Cluster-Secret"
 DEFAULT_TIMEOUT = 3.0  # seconds: --peer-timeout's default
 SEND_RATE = 8 * 1024**2  # bytes/s a request body is granted on top of the timeout
 
@@ -77,8 +77,6 @@ def decode_entries(raw: list[Any]) -> list[WireEntry]:
 
 
 EXPORT_READ_FACTOR = 5
-FROM_HEADER = "X-DistCache-From"
-RING_HEADER = "X-DistCache-Ring-Version"
 
 
 class ResponseTooLarge(Exception):

@@ -113,7 +113,7 @@ class VersionClock:
 
 
 class ApplyResult(NamedTuple):
-    """What a replica did with a batch of writes (ClusterNode.local_apply)."""
+    """What a replica did with a batch of writes (Replica.apply)."""
 
     applied: int  # entries stored
     deleted: list[str]  # keys whose value a delete removed

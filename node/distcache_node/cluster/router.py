@@ -24,12 +24,11 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 
-from distcache_node.backend import Entry, Item
+from distcache_node.backend import REMOTE, Entry, Item
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
 from distcache_node.cluster.replication import ApplyResult, required_acks
 from distcache_node.errors import ApiError
-from distcache_node.handlers import REMOTE
 
 MAX_ROUNDS = 4  # write fan-out rounds: each replaces owners that failed in the last
 
@@ -67,7 +66,7 @@ class ClusterRouter:
     # -- reads ---------------------------------------------------------------------------------
     async def _fetch(self, member: str, keys: list[str]) -> list[WireEntry]:
         if member == self.node.id:
-            return self.node.local_get(keys)
+            return self.node.replica.get(keys)
         return await self.node.peer(member).get_many(keys)
 
     async def read_many(self, keys: list[str]) -> dict[str, WireEntry]:
@@ -157,7 +156,7 @@ class ClusterRouter:
         self, member: str, entries: list[WireEntry], deletes: list[tuple[str, int]]
     ) -> ApplyResult:
         if member == self.node.id:
-            return self.node.local_apply(entries, deletes)
+            return self.node.replica.apply(entries, deletes)
         result = await self.node.peer(member).apply(entries, deletes)
         try:
             return ApplyResult(
@@ -293,10 +292,10 @@ class ClusterRouter:
             for member in node.previous.owners(key):
                 if member != node.id and node.is_alive(member):
                     try:
-                        node.local_apply(await node.peer(member).get_many([key]), [])
+                        node.replica.apply(await node.peer(member).get_many([key]), [])
                         break
                     except PeerError as exc:
                         node.report(exc)
-        entry = node.local_incr(key, delta, ttl)
+        entry = node.replica.incr(key, delta, ttl)
         await self.replicate([entry], already={key: {node.id}}, reissue=False)
         return int(entry[1]), entry[3]

@@ -13,17 +13,17 @@ from aiohttp import web
 from distcache_node.appkeys import CLUSTER
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import (
-    FROM_HEADER,
-    RING_HEADER,
     PeerError,
     check_version,
     decode_entries,
     encode_entries,
 )
 from distcache_node.cluster.ring import RingConflict, RingDoc, RingError
+from distcache_node.cluster.status import node_status
 from distcache_node.errors import ApiError, bad_request
 from distcache_node.handlers import read_json, validate_key, validate_ttl
 from distcache_node.pipeline import PEER, add_route
+from distcache_node.protocol import FROM_HEADER, RING_HEADER
 
 EXPORT_BATCH = 2000
 
@@ -69,7 +69,7 @@ async def handle_put_ring(request: web.Request) -> web.Response:
 
 
 async def handle_status(request: web.Request) -> web.Response:
-    return _json(_node(request).status())
+    return _json(node_status(_node(request)))
 
 
 def _keys(request: web.Request, body: dict[str, Any]) -> list[str]:
@@ -80,7 +80,7 @@ def _keys(request: web.Request, body: dict[str, Any]) -> list[str]:
 
 
 async def handle_get(request: web.Request) -> web.Response:
-    entries = _node(request).local_get(_keys(request, await read_json(request)))
+    entries = _node(request).replica.get(_keys(request, await read_json(request)))
     return web.Response(body=b'{"entries":[%b]}' % encode_entries(entries),
                         content_type="application/json")
 
@@ -102,7 +102,7 @@ async def handle_apply(request: web.Request) -> web.Response:
         deletes = [(str(k), check_version(v)) for k, v in body.get("deletes") or []]
     except (TypeError, ValueError) as exc:
         raise bad_request(f"bad apply batch: {exc}") from None
-    result = _node(request).local_apply(entries, deletes, sender_ring)
+    result = _node(request).replica.apply(entries, deletes, sender_ring)
     # not_held: keys this node does not hold at the sent version or newer (no ack for them);
     # newer: [key, version] of keys it holds at a newer version than sent.
     return _json({"applied": result.applied, "deleted": result.deleted,
@@ -163,7 +163,7 @@ async def handle_drain(request: web.Request) -> web.Response:
         except RingConflict as exc:  # another writer published this version meanwhile
             raise ApiError(409, "ring_conflict", f"{exc}; retry the drain") from None
     node.migration.wake()  # a second call re-checks for writes that landed late
-    return _json(node.status())
+    return _json(node_status(node))
 
 
 def setup_cluster_routes(app: web.Application) -> None:

@@ -1,0 +1,76 @@
+"""A clustered node's background work: taking its share back after a restart, following
+the mounted ring file, and pulling newer rings from peers (gossip)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from distcache_node.cluster.peers import PeerError
+from distcache_node.cluster.ring import RingDoc, RingError
+
+if TYPE_CHECKING:
+    from distcache_node.cluster.node import ClusterNode
+
+log = logging.getLogger("distcache.cluster")
+
+
+async def refill(node: ClusterNode) -> None:
+    """A member restarted empty takes back its share from peers before it is ready."""
+    me = node.doc.member(node.id)
+    if me is None or me.state != "active" or not node.peers:
+        node.set_ready(True, "no share to take back")
+        return
+    node.set_ready(False, "refilling from peers")
+    # First make every peer count us alive, so new writes reach us while we copy; then
+    # a short grace for writes already in flight without us.
+    announce = f"{node.id} {node.boot_id} 0"
+    for peer in list(node.peers.values()):
+        with contextlib.suppress(PeerError):
+            await peer.ping(timeout=2.0, announce=announce)
+    await asyncio.sleep(0.3)
+    total = 0
+    for peer in list(node.peers.values()):
+        try:
+            async for batch in peer.export(node.id, node.doc.version):
+                total += node.replica.apply(batch, [])[0]
+        except PeerError as exc:
+            log.warning("refill: skipping %s: %s", peer.id, exc)
+    log.info("refill: took back %d keys", total)
+    node.set_ready(True, f"refilled {total} keys")
+
+async def watch_ring_file(node: ClusterNode, path: Path, every: float = 0.5) -> None:
+    """ConfigMaps arrive as a mounted file swapped atomically: poll its identity."""
+    seen: tuple[int, int, int] | None = None
+    while True:
+        try:
+            st = path.stat()
+            ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if ident != seen:
+                seen = ident
+                node.update_ring(RingDoc.from_json(orjson.loads(path.read_bytes())),
+                                 f"file {path}")
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, RingError) as exc:
+            log.error("ring file %s unusable, keeping v%d: %s", path, node.doc.version, exc)
+        await asyncio.sleep(every)
+
+async def gossip_rings(node: ClusterNode) -> None:
+    """Pull a newer ring from any peer that has one, so a missed push still converges."""
+    while True:
+        await asyncio.sleep(node.config.heartbeat_interval)
+        for peer_id, health in list(node.membership.health.items()):
+            if health.alive and health.ring_version > node.doc.version:
+                with contextlib.suppress(PeerError):
+                    try:
+                        doc = RingDoc.from_json(await node.peer(peer_id).get_ring())
+                        node.update_ring(doc, f"peer {peer_id}")
+                    except RingError as exc:
+                        log.warning("ring from peer %s refused, keeping v%d: %s", peer_id,
+                                    node.doc.version, exc)

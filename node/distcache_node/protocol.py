@@ -1,0 +1,10 @@
+"""Names on the wire that servers, peers and clients share: no imports, so every layer (the
+HTTP edge, the cluster core, the client, the operator) can use them."""
+
+# A node answers with the ring version it follows, so ring-aware clients refresh theirs.
+RING_VERSION_HEADER = "X-DistCache-Ring-Version"
+# Peer calls carry who sent them and on which ring, so a receiver on an older ring catches up.
+FROM_HEADER = "X-DistCache-From"
+RING_HEADER = RING_VERSION_HEADER
+# The cluster secret: the peer credential when there is no mutual TLS.
+SECRET_HEADER = "X-DistCache-Cluster-Secret"
