@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
         "-m",
-        "distcache_operator.handlers",
+        "distcache_operator.kopf_main",
         *(sys.argv[1:] if argv is None else argv),
     ]
     kopf_main.main(args=args, prog_name="distcache-operator", standalone_mode=False)

@@ -1,0 +1,177 @@
+"""Pure builders of the objects a DistCache owns: plain dicts, no I/O.
+
+Every object carries the DistCache's labels and an owner reference to it, so deleting the
+DistCache garbage-collects everything. The pods run under the `restricted` Pod Security
+Standard: non-root, read-only root filesystem (an emptyDir on /tmp), no capabilities,
+seccomp RuntimeDefault, no privilege escalation.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from distcache_node.cluster.ring import Member, RingDoc
+from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default_image
+
+RING_KEY = "ring.json"
+RING_DIR = "/etc/distcache/ring"
+
+
+def owner_reference(dc: DistCache) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": dc.name, "uid": dc.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _meta(dc: DistCache, name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": dc.namespace, "labels": dict(dc.labels),
+            "ownerReferences": [owner_reference(dc)], **extra}
+
+
+def initial_ring(dc: DistCache, replicas: int, version: int = 1) -> RingDoc:
+    """The ring of a new cache: every pod a member from the start (nothing to migrate)."""
+    return RingDoc(version, dc.spec.replication_factor,
+                   tuple(Member(dc.member_id(i), dc.member_url(i), "active")
+                         for i in range(replicas)))
+
+
+def ring_json(doc: RingDoc) -> str:
+    return json.dumps(doc.to_json(), indent=1, sort_keys=True)
+
+
+def build_ring_configmap(dc: DistCache, doc: RingDoc) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(dc, dc.ring_configmap),
+            "data": {RING_KEY: ring_json(doc)}}
+
+
+def build_secrets(dc: DistCache) -> list[dict[str, Any]]:
+    """The cluster secret (peers authenticate with it; always generated) and, unless
+    spec.auth.apiKeySecretRef names the user's own, a generated API key. Created once: the
+    apply layer never overwrites an existing Secret's data."""
+    out = [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(dc, dc.cluster_secret),
+            "stringData": {"cluster-secret": secrets.token_urlsafe(32)}}]
+    if dc.spec.api_key_ref is None:
+        ref = dc.api_key_secret
+        out.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": _meta(dc, ref.name),
+                    "stringData": {ref.key: secrets.token_urlsafe(32)}})
+    return out
+
+
+def build_headless_service(dc: DistCache) -> dict[str, Any]:
+    """Peers' DNS names (<pod>.<name>-peers), published before the pods are ready: a joining
+    or refilling node must be reachable by its peers and the operator."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.peers_service),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": dict(dc.selector_labels),
+                     "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}}
+
+
+def build_client_service(dc: DistCache) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.client_service),
+            "spec": {"type": "ClusterIP", "selector": dict(dc.selector_labels),
+                     "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}}
+
+
+def build_pdb(dc: DistCache) -> dict[str, Any]:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(dc, dc.pdb),
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": dict(dc.selector_labels)}}}
+
+
+def node_args(dc: DistCache) -> list[str]:
+    s = dc.spec
+    args = [
+        "--host=0.0.0.0",
+        f"--port={PORT}",
+        "--node-id=$(POD_NAME)",
+        f"--advertise-url=http://$(POD_NAME).{dc.peers_service}.$(POD_NAMESPACE)"
+        f".svc.cluster.local:{PORT}",
+        f"--ring-file={RING_DIR}/{RING_KEY}",
+        f"--replication={s.replication_factor}",
+        f"--max-memory={s.max_memory}",
+    ]
+    if s.write_quorum:
+        args.append(f"--write-quorum={s.write_quorum}")
+    if s.rate_limit:
+        args.append(f"--rate-limit={s.rate_limit:g}")
+        if s.rate_limit_burst:
+            args.append(f"--rate-limit-burst={s.rate_limit_burst}")
+    return args
+
+
+def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
+    """`replicas` is the operator's decision (the ring's members, or more while growing),
+    not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go."""
+    s = dc.spec
+    api_key = dc.api_key_secret
+    probe = {"path": "/readyz", "port": PORT, "scheme": "HTTP"}
+    container: dict[str, Any] = {
+        "name": "node",
+        "image": s.image or default_image(),
+        "imagePullPolicy": s.image_pull_policy,
+        "args": node_args(dc),
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "DISTCACHE_API_KEY",
+             "valueFrom": {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}},
+            {"name": "DISTCACHE_CLUSTER_SECRET",
+             "valueFrom": {"secretKeyRef": {"name": dc.cluster_secret,
+                                            "key": "cluster-secret"}}},
+        ],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "readinessProbe": {"httpGet": probe, "periodSeconds": 2, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {**probe, "path": "/healthz"}, "initialDelaySeconds": 5,
+                          "periodSeconds": 10, "failureThreshold": 3},
+        "resources": s.resources,
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "ring", "mountPath": RING_DIR, "readOnly": True},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        # Service links would put DISTCACHE_*-named variables into the environment, which
+        # the node reads as its own settings.
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": s.termination_grace_period_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                            "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            {"name": "ring", "configMap": {"name": dc.ring_configmap}},
+        ],
+    }
+    if s.affinity:
+        pod_spec["affinity"] = s.affinity
+    if s.tolerations:
+        pod_spec["tolerations"] = s.tolerations
+    if s.node_selector:
+        pod_spec["nodeSelector"] = s.node_selector
+    if s.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = s.topology_spread_constraints
+    if s.priority_class_name:
+        pod_spec["priorityClassName"] = s.priority_class_name
+    pod_labels = {**s.pod_labels, **dc.selector_labels}
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if s.pod_annotations:
+        template_meta["annotations"] = dict(s.pod_annotations)
+    return {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(dc, dc.statefulset),
+        "spec": {
+            "serviceName": dc.peers_service,
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": dict(dc.selector_labels)},
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,257 @@
+"""One reconcile step of a DistCache: observe, decide (steps.decide), act once, write status.
+
+Called from kopf's create/update/resume handlers and from a timer. A step is short: it never
+waits for a migration; it notes what is pending in status and comes back (the returned
+delay). Every step is idempotent and re-entrant: it reads the ring ConfigMap, the
+StatefulSet and the members' status each time, so an operator killed at any point resumes
+where the ring says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from distcache_node.cluster.coordinator import Coordinator, RingConflict
+from distcache_node.cluster.peers import PeerClient, make_session
+from distcache_node.cluster.ring import Member, RingDoc, RingError
+from distcache_operator import builders, status
+from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
+from distcache_operator.kubeapi import ApiError
+from distcache_operator.model import DistCache, SpecError
+from distcache_operator.steps import Action, Observed, decide
+
+log = logging.getLogger("distcache.operator")
+APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
+CONFIRM = 0.3  # before removing members: settled twice this far apart
+PEER_TIMEOUT = 3.0
+
+
+@dataclass
+class _Cache:
+    """Per-DistCache memory that only saves work (lost on restart, nothing depends on it)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    secret: str | None = None
+    session: aiohttp.ClientSession | None = None
+    applied_at: float = 0.0
+    due: float = 0.0
+    last_event: tuple[str, str] | None = None
+
+
+_caches: dict[str, _Cache] = {}
+
+
+def cache_for(uid: str) -> _Cache:
+    return _caches.setdefault(uid, _Cache())
+
+
+async def forget(uid: str) -> None:
+    c = _caches.pop(uid, None)
+    if c is not None and c.session is not None:
+        await c.session.close()
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+class Reconciler:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def run(self, body: Mapping[str, Any], force_apply: bool = False,
+                  if_due: bool = False) -> float:
+        """One step for the DistCache `body`; returns seconds until the next is useful.
+        Never raises for a user's mistake: those become a Degraded condition and an Event."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        c = cache_for(uid)
+        loop = asyncio.get_running_loop()
+        if if_due and loop.time() < c.due:
+            return c.due - loop.time()
+        if c.lock.locked() and if_due:
+            return 1.0
+        async with c.lock:
+            # The body kopf handed us may be old by now (a step can take seconds).
+            fresh = await self.api.get_distcache(str(meta.get("namespace")), str(meta.get("name")))
+            if fresh is None or fresh["metadata"].get("uid") != uid \
+                    or fresh["metadata"].get("deletionTimestamp"):
+                return 60.0
+            try:
+                delay = await self._step(fresh, c, force_apply)
+            except (TimeoutError, ApiError, aiohttp.ClientError, RingConflict) as exc:
+                log.warning("%s/%s: step failed, retrying: %s", meta.get("namespace"),
+                            meta.get("name"), exc)
+                delay = 2.0
+            c.due = loop.time() + delay
+            return delay
+
+    # -- the step ----------------------------------------------------------------------------
+    async def _step(self, body: Mapping[str, Any], c: _Cache, force_apply: bool) -> float:
+        previous = body.get("status") or {}
+        try:
+            dc = DistCache.from_body(body)
+        except SpecError as exc:
+            return await self._invalid(body, previous, str(exc))
+        # Secrets first: the pods need them, the operator needs the cluster secret.
+        for secret in builders.build_secrets(dc):
+            if await self.api.create_secret_if_missing(secret):
+                await self.api.event(dc, "SecretCreated", f"generated Secret "
+                                     f"{secret['metadata']['name']}")
+        try:
+            ref = dc.api_key_secret
+            await self.api.read_secret_key(dc.namespace, ref.name, ref.key)
+            secret = await self.api.read_secret_key(dc.namespace, dc.cluster_secret,
+                                                    "cluster-secret")
+        except NotFound as exc:
+            return await self._problem(dc, previous, c, "SecretMissing",
+                                       f"{exc}: create it (spec.auth.apiKeySecretRef) or "
+                                       "remove the reference to let the operator generate one")
+        if c.secret != secret:
+            if c.session is not None:
+                await c.session.close()
+            c.secret, c.session = secret, make_session(secret, None)
+        store = ConfigMapRingStore(self.api, dc)
+        try:
+            ring = await store.load_or_none()
+        except (RingError, ValueError) as exc:
+            return await self._problem(dc, previous, c, "RingInvalid",
+                                       f"ring ConfigMap {dc.ring_configmap} is unusable: {exc}")
+        sts = await self.api.statefulset_replicas(dc)
+        if ring is None:
+            action = decide(dc, Observed(None, sts, {}))
+            assert action.doc is not None
+            await store.save(action.doc, None)
+            await self.api.event(dc, "RingCreated", f"ring v{action.doc.version} with "
+                                 f"{len(action.doc.members)} member(s)")
+            ring = action.doc
+            force_apply = True
+        loop = asyncio.get_running_loop()
+        if force_apply or sts is None or loop.time() - c.applied_at > APPLY_EVERY:
+            top = max((dc.ordinal(m.id) + 1 for m in ring.members), default=0)
+            await self._apply_owned(dc, top if sts is None else sts)
+            c.applied_at = loop.time()
+            sts = top if sts is None else sts
+
+        coordinator = Coordinator(store, lambda m: self._client(c, m))
+        ids = {m.id: m for m in ring.members}
+        for i in range(sts or 0):
+            ids.setdefault(dc.member_id(i), Member(dc.member_id(i), dc.member_url(i),
+                                                   "joining"))
+        statuses = await coordinator.statuses(list(ids.values()))
+        mig = previous.get("migration") or {}
+        obs = Observed(ring, sts, statuses, transition_since=_parse_time(mig.get("started")),
+                       now=dt.datetime.now(dt.UTC).timestamp())
+        action = decide(dc, obs)
+        delay = await self._act(dc, action, ring, store, coordinator, c, previous)
+        if action.kind in ("publish", "remove", "drop_dead", "create_ring") and action.doc:
+            obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
+        elif action.kind == "scale" and action.replicas is not None:
+            obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
+        pods = await self.api.pods_ready(dc)
+        await self.api.patch_status(dc, status.compute(dc, obs, action, pods, previous))
+        return delay
+
+    def _client(self, c: _Cache, member: Member) -> PeerClient:
+        assert c.session is not None
+        return PeerClient(member.id, member.url, c.session, timeout=PEER_TIMEOUT)
+
+    async def _apply_owned(self, dc: DistCache, replicas: int) -> None:
+        await self.api.apply(builders.build_headless_service(dc))
+        await self.api.apply(builders.build_client_service(dc))
+        if dc.spec.pdb_enabled:
+            await self.api.apply(builders.build_pdb(dc))
+        else:
+            await self.api.delete(builders.build_pdb(dc))
+        await self.api.apply(builders.build_statefulset(dc, replicas))
+
+    async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
+                   store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,
+                   previous: Mapping[str, Any]) -> float:
+        kind = action.kind
+        if kind != "refuse":
+            c.last_event = None
+        if kind == "scale":
+            assert action.replicas is not None
+            await self.api.scale_statefulset(dc, action.replicas)
+            await self.api.event(dc, "Scaling", action.reason)
+            return 1.0
+        if kind == "publish":
+            assert action.doc is not None
+            await coordinator.publish(action.doc, ring)
+            await self.api.event(dc, "RingChanged", f"ring v{action.doc.version}: "
+                                 f"{action.reason}")
+            return 0.5
+        if kind == "remove":
+            assert action.doc is not None
+            # Settled twice CONFIRM apart: a write in flight on the old ring that lands on a
+            # leaving member re-wakes its migration, and the second look catches it.
+            await asyncio.sleep(CONFIRM)
+            if coordinator.pending(ring, await coordinator.statuses(ring.members)):
+                return 0.5
+            await store.save(action.doc, ring)
+            await coordinator.push(action.doc, ring.members)  # the leaving ones hear it too
+            await self.api.event(dc, "Drained", f"ring v{action.doc.version}: {action.reason}")
+            return 0.5
+        if kind == "drop_dead":
+            assert action.doc is not None
+            await store.save(action.doc, ring)
+            await coordinator.push(action.doc, ring.members)
+            await self.api.event(dc, "MemberLost", action.reason, warning=True)
+            return 0.5
+        if kind == "wait":
+            if action.push_to:
+                await coordinator.push(ring, [m for m in ring.members
+                                              if m.id in set(action.push_to)])
+            return action.delay
+        if kind == "refuse":
+            key = ("refuse", action.reason)
+            if c.last_event != key:
+                c.last_event = key
+                await self.api.event(dc, "ScaleDownRefused", action.reason, warning=True)
+            return action.delay
+        return action.delay
+
+    async def _problem(self, dc: DistCache, previous: Mapping[str, Any], c: _Cache,
+                       reason: str, message: str) -> float:
+        if c.last_event != (reason, message):
+            c.last_event = (reason, message)
+            await self.api.event(dc, reason, message, warning=True)
+            log.warning("%s/%s: %s", dc.namespace, dc.name, message)
+        action = Action("invalid", message)
+        obs = Observed(None, None, {})
+        st = status.compute(dc, obs, action, {}, previous, error=message)
+        st["conditions"] = [cd if cd["type"] != "Degraded" else {**cd, "reason": reason}
+                            for cd in st["conditions"]]
+        # Keep what the ring said (a problem does not erase the members).
+        for key in ("replicas", "ringVersion", "members", "readyReplicas"):
+            if key in previous:
+                st[key] = previous[key]
+        await self.api.patch_status(dc, st)
+        return 10.0
+
+    async def _invalid(self, body: Mapping[str, Any], previous: Mapping[str, Any],
+                       message: str) -> float:
+        meta = body["metadata"]
+        dc = DistCache(meta["name"], meta["namespace"], meta["uid"],
+                       int(meta.get("generation") or 0), spec=_blank_spec())
+        return await self._problem(dc, previous, cache_for(dc.uid), "InvalidSpec", message)
+
+
+def _blank_spec() -> Any:
+    from distcache_operator.model import DistCacheSpec
+
+    return DistCacheSpec()

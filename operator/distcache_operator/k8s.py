@@ -1,0 +1,195 @@
+"""The one layer that knows Kubernetes API paths (over kubeapi.KubeApi).
+
+Owned objects are applied with server-side apply (field manager `distcache-operator`,
+conflicts forced): drift is put back. Secrets are only ever created, never overwritten. The
+ring ConfigMap is written only through ConfigMapRingStore, with compare-and-swap on its
+resourceVersion.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import secrets
+from typing import Any
+
+from distcache_node.cluster.coordinator import RingConflict
+from distcache_node.cluster.ring import RingDoc, RingError
+from distcache_operator import builders
+from distcache_operator.kubeapi import ApiError, KubeApi
+from distcache_operator.model import GROUP, PLURAL, VERSION, DistCache
+
+log = logging.getLogger("distcache.operator.k8s")
+MANAGER = "distcache-operator"
+
+
+class NotFound(Exception):
+    pass
+
+
+def _ns(ns: str) -> str:
+    return f"/api/v1/namespaces/{ns}"
+
+
+_PATHS = {
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services/{name}",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps/{name}",
+    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets/{name}",
+    ("apps/v1", "StatefulSet"): "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    ("policy/v1", "PodDisruptionBudget"):
+        "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
+}
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=meta["namespace"],
+                                                          name=meta["name"])
+
+
+class Api:
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+
+    async def apply(self, obj: dict[str, Any]) -> Any:
+        return await self.kube.apply(object_path(obj), obj, MANAGER)
+
+    async def delete(self, obj: dict[str, Any]) -> None:
+        try:
+            await self.kube.request("DELETE", object_path(obj))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def create_secret_if_missing(self, obj: dict[str, Any]) -> bool:
+        try:
+            await self.kube.create(f"{_ns(obj['metadata']['namespace'])}/secrets", obj)
+            return True
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+        if secret is None:
+            raise NotFound(f"Secret {name} not found in namespace {namespace}")
+        raw = (secret.get("data") or {}).get(key)
+        if raw is None:
+            raise NotFound(f"Secret {name} has no key {key!r}")
+        return base64.b64decode(raw).decode()
+
+    # -- StatefulSet and pods ----------------------------------------------------------------
+    def _sts_path(self, dc: DistCache) -> str:
+        return f"/apis/apps/v1/namespaces/{dc.namespace}/statefulsets/{dc.statefulset}"
+
+    async def statefulset_replicas(self, dc: DistCache) -> int | None:
+        sts = await self.kube.get_or_none(self._sts_path(dc))
+        return None if sts is None else int(sts["spec"].get("replicas") or 0)
+
+    async def scale_statefulset(self, dc: DistCache, replicas: int) -> None:
+        await self.kube.merge_patch(self._sts_path(dc) + "/scale",
+                                    {"spec": {"replicas": replicas}})
+
+    async def pods_ready(self, dc: DistCache) -> dict[str, bool]:
+        pods = await self.kube.get(f"{_ns(dc.namespace)}/pods",
+                                   params={"labelSelector": dc.selector})
+        out = {}
+        for pod in pods.get("items", []):
+            name = pod["metadata"]["name"]
+            if pod["metadata"].get("deletionTimestamp"):
+                out[name] = False
+                continue
+            conds = {c["type"]: c["status"]
+                     for c in (pod.get("status") or {}).get("conditions") or []}
+            out[name] = conds.get("Ready") == "True"
+        return out
+
+    # -- the DistCache -------------------------------------------------------------------------
+    def _dc_path(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+    async def patch_status(self, dc: DistCache, status: dict[str, Any]) -> None:
+        try:
+            await self.kube.merge_patch(self._dc_path(dc.namespace, dc.name) + "/status",
+                                        {"status": status})
+        except ApiError as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise
+
+    async def get_distcache(self, namespace: str, name: str) -> dict[str, Any] | None:
+        got: dict[str, Any] | None = await self.kube.get_or_none(
+            self._dc_path(namespace, name))
+        return got
+
+    async def event(self, dc: DistCache, reason: str, message: str,
+                    warning: bool = False) -> None:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{dc.name}.{secrets.token_hex(6)}",
+                         "namespace": dc.namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DistCache",
+                               "name": dc.name, "namespace": dc.namespace, "uid": dc.uid},
+            "reason": reason, "message": message[:1000],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": MANAGER}, "reportingComponent": MANAGER,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            await self.kube.create(f"{_ns(dc.namespace)}/events", body)
+        except ApiError as exc:
+            log.warning("event %s not posted: %s", reason, exc)
+
+
+class ConfigMapRingStore:
+    """The ring document in the DistCache's ConfigMap. `save` is a compare-and-swap: the
+    stored document must still be `expected`, and the replace carries the resourceVersion it
+    was read at, so two writers can never interleave a change (409 -> RingConflict)."""
+
+    def __init__(self, api: Api, dc: DistCache) -> None:
+        self.api = api
+        self.dc = dc
+
+    @property
+    def _path(self) -> str:
+        return f"{_ns(self.dc.namespace)}/configmaps/{self.dc.ring_configmap}"
+
+    async def _read(self) -> tuple[RingDoc | None, str | None]:
+        cm = await self.api.kube.get_or_none(self._path)
+        if cm is None:
+            return None, None
+        raw = (cm.get("data") or {}).get(builders.RING_KEY)
+        if raw is None:
+            raise RingError(f"ConfigMap {self.dc.ring_configmap} has no {builders.RING_KEY}")
+        return RingDoc.from_json(json.loads(raw)), cm["metadata"]["resourceVersion"]
+
+    async def load_or_none(self) -> RingDoc | None:
+        return (await self._read())[0]
+
+    async def load(self) -> RingDoc:
+        doc = await self.load_or_none()
+        if doc is None:
+            raise NotFound(f"ConfigMap {self.dc.ring_configmap}")
+        return doc
+
+    async def save(self, doc: RingDoc, expected: RingDoc | None) -> None:
+        current, rv = await self._read()
+        if current != expected:
+            raise RingConflict(
+                f"ring ConfigMap changed under us: expected v"
+                f"{expected.version if expected else '-'}, found "
+                f"v{current.version if current else '-'}")
+        body = builders.build_ring_configmap(self.dc, doc)
+        try:
+            if rv is None:
+                await self.api.kube.create(f"{_ns(self.dc.namespace)}/configmaps", body)
+            else:
+                body["metadata"]["resourceVersion"] = rv
+                await self.api.kube.replace(self._path, body)
+        except ApiError as exc:
+            if exc.status == 409:
+                raise RingConflict(f"ring ConfigMap changed under us ({exc.reason})") from None
+            raise

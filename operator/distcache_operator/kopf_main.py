@@ -1,0 +1,66 @@
+"""The kopf registrations: only decorators here; the work is in distcache_operator.handlers.
+
+Every handler runs one re-entrant reconcile step (handlers.Reconciler.run); a timer keeps
+stepping each DistCache while something is in flight (a step says when the next one is
+useful). kopf keeps its own bookkeeping in annotations under distcache.io/ (the status
+schema is structural, so nothing unknown can be written to status).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from distcache_operator.handlers import Reconciler, forget
+from distcache_operator.k8s import Api
+from distcache_operator.kubeapi import Credentials, KubeApi
+from distcache_operator.model import GROUP, PLURAL, VERSION
+
+_state: dict[str, Reconciler] = {}
+
+
+def reconciler() -> Reconciler:
+    return _state["reconciler"]
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    settings.watching.server_timeout = 300
+    # kopf logs every handler run; a 1 s timer would flood the log.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    _state["reconciler"] = Reconciler(Api(KubeApi(Credentials.load())))
+    logger.info("distcache-operator started")
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if "reconciler" in _state:
+        await reconciler().api.kube.close()
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def reconcile(body: kopf.Body, **_: Any) -> None:
+    await reconciler().run(body, force_apply=True)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=1.0)
+async def tick(body: kopf.Body, **_: Any) -> None:
+    await reconciler().run(body, if_due=True)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def deleted(body: kopf.Body, **_: Any) -> None:
+    await forget(str(body.metadata.uid))  # owner references delete the rest

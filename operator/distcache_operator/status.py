@@ -1,0 +1,148 @@
+"""status of a DistCache from what a step observed and decided. Pure.
+
+Conditions (each with reason and message):
+  Available    every ring member answers and the ready pods hold every key (>= 1 ready)
+  Progressing  a scale or a ring change is in flight
+  Degraded     something a user should look at: a refused scale-down, a member or pod down,
+               a spec the operator cannot serve
+  Migrating    keys are moving (members joining or leaving)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distcache_operator.model import DistCache
+from distcache_operator.steps import Action, Observed
+
+CONDITION_TYPES = ("Available", "Progressing", "Degraded", "Migrating")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(ctype: str, ok: bool, reason: str, message: str, generation: int,
+              previous: Sequence[Mapping[str, Any]] = (), now: str | None = None
+              ) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == ctype), None)
+    since = (before.get("lastTransitionTime") if before and before.get("status") == status
+             else None) or now or now_iso()
+    return {"type": ctype, "status": status, "reason": reason, "message": message[:1000],
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
+                   ) -> list[dict[str, Any]]:
+    out = []
+    for m in obs.ring.members if obs.ring else ():
+        s = obs.statuses.get(m.id)
+        out.append({"id": m.id, "pod": m.id, "state": m.state,
+                    "ready": bool(pods_ready.get(m.id)),
+                    "keys": int(s["keys"]) if s else 0,
+                    "bytes": int(s["bytes_used"]) if s else 0})
+    return out
+
+
+def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
+            previous: Mapping[str, Any], error: str | None = None) -> dict[str, Any]:
+    """The whole status (merge-patched over the old one). `error`: a problem the user must
+    fix (missing Secret, bad spec) found before or while acting."""
+    gen = dc.generation
+    prev_conditions = previous.get("conditions") or []
+    ring = obs.ring
+    members = members_status(dc, obs, pods_ready)
+    ready = sum(1 for p in pods_ready.values() if p)
+    unreachable = [m["id"] for m in members if obs.statuses.get(m["id"]) is None]
+    not_ready = [m["id"] for m in members if not m["ready"]]
+    migrating = action.migration != "Idle"
+    progressing = action.kind not in ("idle", "refuse") or migrating
+
+    if error:
+        degraded = (True, "InvalidSpec" if action.kind == "invalid" else "Error", error)
+    elif action.kind == "refuse":
+        degraded = (True, "ScaleDownRefused", action.reason)
+    elif action.kind == "drop_dead":
+        degraded = (True, "MemberLost", action.reason)
+    elif unreachable or not_ready:
+        down = sorted(set(unreachable) | set(not_ready))
+        degraded = (True, "MembersNotReady", f"not ready: {', '.join(down)}")
+    else:
+        degraded = (False, "AsExpected", "every member answers and is ready")
+
+    if ring is None or not ring.members:
+        available = (False, "NoMembers", "the ring has no members yet")
+    elif ready == 0:
+        available = (False, "NoReadyPods", "no cache pod is ready")
+    elif len(unreachable) >= ring.replication:
+        available = (False, "MembersDown", f"{len(unreachable)} members unreachable at "
+                     f"replication {ring.replication}: some keys may be unavailable")
+    else:
+        available = (True, "Serving", f"{ready} of {len(ring.members)} pods ready")
+
+    if migrating:
+        pend = "; ".join(action.pending) if action.pending else action.reason
+        mig = (True, action.migration, f"{', '.join(action.members)}: {pend}")
+    else:
+        mig = (False, "Idle", "no keys moving")
+    prog = (True, _reason(action), action.reason) if progressing else \
+        (False, "Settled", f"{len(members)} member(s), ring v{ring.version if ring else 0}")
+
+    now = now_iso()
+    conditions = [
+        condition("Available", available[0], available[1], available[2], gen, prev_conditions,
+                  now),
+        condition("Progressing", prog[0], prog[1], prog[2], gen, prev_conditions, now),
+        condition("Degraded", degraded[0], degraded[1], degraded[2], gen, prev_conditions, now),
+        condition("Migrating", mig[0], mig[1], mig[2], gen, prev_conditions, now),
+    ]
+    if error or action.kind in ("refuse", "drop_dead"):
+        phase = "Degraded"
+    elif migrating:
+        phase = "Migrating"
+    elif progressing:
+        phase = "Scaling" if ring is not None else "Pending"
+    elif degraded[0]:
+        phase = "Degraded"
+    else:
+        phase = "Running"
+
+    prev_mig = previous.get("migration") or {}
+    keys_moved = sum(int((obs.statuses.get(m) or {}).get("migration", {}).get("keys_moved", 0))
+                     for m in action.members) if migrating else 0
+    keys_remaining = sum(
+        int((obs.statuses.get(m["id"]) or {}).get("migration", {}).get("keys_remaining", 0))
+        for m in members) if migrating else 0
+    migration: dict[str, Any] = {
+        "state": action.migration,
+        "members": list(action.members),
+        "keysMoved": keys_moved,
+        "keysRemaining": keys_remaining,
+        "pending": list(action.pending)[:20],
+        "started": (prev_mig.get("started") if prev_mig.get("state") == action.migration
+                    and prev_mig.get("started") else now) if migrating else None,
+        "lastError": error or (action.reason if action.kind in ("refuse", "drop_dead")
+                               else prev_mig.get("lastError")),
+    }
+    return {
+        "phase": phase,
+        "replicas": len(members) if ring else 0,
+        "readyReplicas": ready,
+        "selector": dc.selector,
+        "ringVersion": ring.version if ring else 0,
+        "observedGeneration": gen,
+        "members": members,
+        "migration": migration,
+        "conditions": conditions,
+        "message": error or action.reason,
+    }
+
+
+def _reason(action: Action) -> str:
+    return {
+        "create_ring": "Creating", "scale": "ScalingStatefulSet", "publish": "RingChange",
+        "remove": "RemovingMembers", "drop_dead": "MemberLost", "wait": "Settling",
+    }.get(action.kind, action.kind.capitalize())

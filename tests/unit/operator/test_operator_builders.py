@@ -1,0 +1,122 @@
+"""Pure builders: owner references everywhere, restricted-PSS pods, probes, secrets."""
+
+from __future__ import annotations
+
+from distcache_node.cluster.ring import RingDoc
+from distcache_operator import builders
+from distcache_operator.builders import (
+    build_client_service,
+    build_headless_service,
+    build_pdb,
+    build_ring_configmap,
+    build_secrets,
+    build_statefulset,
+    initial_ring,
+)
+
+
+def _owned(obj, dc) -> None:
+    ref = obj["metadata"]["ownerReferences"]
+    assert ref == [{"apiVersion": "distcache.io/v1alpha1", "kind": "DistCache",
+                    "name": dc.name, "uid": dc.uid, "controller": True,
+                    "blockOwnerDeletion": True}]
+    assert obj["metadata"]["namespace"] == dc.namespace
+    assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == dc.name
+
+
+def test_every_object_is_owned(make_dc) -> None:
+    dc = make_dc()
+    objects = [build_statefulset(dc, 3), build_headless_service(dc), build_client_service(dc),
+               build_ring_configmap(dc, initial_ring(dc, 3)), build_pdb(dc),
+               *build_secrets(dc)]
+    for obj in objects:
+        _owned(obj, dc)
+
+
+def test_statefulset_pods_fit_the_restricted_pod_security_standard(make_dc) -> None:
+    sts = build_statefulset(make_dc(), 4)
+    assert sts["spec"]["replicas"] == 4
+    assert sts["spec"]["serviceName"] == "cache-peers"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] == 30
+    (c,) = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"name": "ring", "configMap": {"name": "cache-ring"}} in pod["volumes"]
+    assert sts["spec"]["selector"]["matchLabels"].items() <= \
+        sts["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_node_settings_come_from_the_spec_and_secrets_from_secret_refs(make_dc) -> None:
+    dc = make_dc(maxMemory="64Mi", replicationFactor=3, writeQuorum=2,
+                 rateLimit={"requestsPerSecond": 100, "burst": 50}, image="me/node:1",
+                 auth={"apiKeySecretRef": {"name": "mine", "key": "k"}})
+    (c,) = build_statefulset(dc, 3)["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "me/node:1"
+    assert "--max-memory=67108864" in c["args"] and "--replication=3" in c["args"]
+    assert "--write-quorum=2" in c["args"] and "--rate-limit=100" in c["args"]
+    assert "--rate-limit-burst=50" in c["args"]
+    assert f"--ring-file={builders.RING_DIR}/ring.json" in c["args"]
+    env = {e["name"]: e.get("valueFrom") for e in c["env"]}
+    assert env["DISTCACHE_API_KEY"] == {"secretKeyRef": {"name": "mine", "key": "k"}}
+    assert env["DISTCACHE_CLUSTER_SECRET"] == {
+        "secretKeyRef": {"name": "cache-cluster", "key": "cluster-secret"}}
+    # No secret value on the command line.
+    assert not any("secret" in a or "api-key" in a for a in c["args"])
+
+
+def test_default_image_comes_from_the_operator_environment(make_dc, monkeypatch) -> None:
+    monkeypatch.setenv("DISTCACHE_NODE_IMAGE", "registry/node:9")
+    (c,) = build_statefulset(make_dc(), 1)["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "registry/node:9"
+
+
+def test_scheduling_and_pod_metadata_pass_through(make_dc) -> None:
+    dc = make_dc(nodeSelector={"disk": "ssd"}, tolerations=[{"key": "k", "operator": "Exists"}],
+                 priorityClassName="high", podAnnotations={"a": "b"},
+                 podLabels={"team": "x", "app.kubernetes.io/instance": "hijack"})
+    tpl = build_statefulset(dc, 1)["spec"]["template"]
+    assert tpl["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert tpl["spec"]["priorityClassName"] == "high"
+    assert tpl["metadata"]["annotations"] == {"a": "b"}
+    assert tpl["metadata"]["labels"]["team"] == "x"
+    assert tpl["metadata"]["labels"]["app.kubernetes.io/instance"] == "cache"  # selector wins
+
+
+def test_services_and_pdb(make_dc) -> None:
+    dc = make_dc()
+    peers = build_headless_service(dc)["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    client = build_client_service(dc)
+    assert client["metadata"]["name"] == "cache" and "publishNotReadyAddresses" not in \
+        client["spec"]
+    assert build_pdb(dc)["spec"]["maxUnavailable"] == 1
+
+
+def test_secrets_generate_random_keys_and_respect_a_user_key(make_dc) -> None:
+    a, b = build_secrets(make_dc()), build_secrets(make_dc())
+    assert [s["metadata"]["name"] for s in a] == ["cache-cluster", "cache-api-key"]
+    assert a[0]["stringData"]["cluster-secret"] != b[0]["stringData"]["cluster-secret"]
+    assert len(a[1]["stringData"]["api-key"]) >= 32
+    mine = build_secrets(make_dc(auth={"apiKeySecretRef": {"name": "mine"}}))
+    assert [s["metadata"]["name"] for s in mine] == ["cache-cluster"]
+
+
+def test_ring_configmap_holds_a_valid_initial_ring(make_dc) -> None:
+    import json
+
+    dc = make_dc(replicationFactor=3)
+    cm = build_ring_configmap(dc, initial_ring(dc, 3))
+    doc = RingDoc.from_json(json.loads(cm["data"]["ring.json"]))
+    assert doc.version == 1 and doc.replication == 3
+    assert [(m.id, m.state) for m in doc.members] == [
+        ("cache-0", "active"), ("cache-1", "active"), ("cache-2", "active")]
+    assert doc.members[0].url == dc.member_url(0)

@@ -1,0 +1,89 @@
+"""status and conditions from what a step observed and decided."""
+
+from __future__ import annotations
+
+from test_operator_steps import all_settled, ring_of, st
+
+from distcache_node.cluster.coordinator import CapacityCheck
+from distcache_operator import status
+from distcache_operator.steps import Action, Observed
+
+
+def conds(s):
+    return {c["type"]: (c["status"], c["reason"]) for c in s["conditions"]}
+
+
+def test_settled_cache_is_available_and_running(make_dc) -> None:
+    dc = make_dc(replicas=3)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
+    obs = Observed(ring, 3, all_settled(dc, ring))
+    s = status.compute(dc, obs, Action("idle", "settled"),
+                       {"cache-0": True, "cache-1": True, "cache-2": True}, {})
+    assert s["phase"] == "Running" and s["replicas"] == 3 and s["readyReplicas"] == 3
+    assert s["ringVersion"] == 5 and s["observedGeneration"] == 1
+    assert s["selector"] == dc.selector
+    assert conds(s) == {"Available": ("True", "Serving"), "Progressing": ("False", "Settled"),
+                        "Degraded": ("False", "AsExpected"), "Migrating": ("False", "Idle")}
+    assert s["members"][0] == {"id": "cache-0", "pod": "cache-0", "state": "active",
+                               "ready": True, "keys": 100, "bytes": 10 * 1024 * 1024}
+    assert s["migration"]["state"] == "Idle"
+
+
+def test_draining_shows_migration_progress(make_dc) -> None:
+    dc = make_dc(replicas=2)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "leaving"})
+    statuses = all_settled(dc, ring)
+    statuses["cache-2"] = st(5, done=False, remaining=700)
+    action = Action("wait", "ring v5 settling", pending=("cache-2: 700 keys to move",),
+                    migration="Draining", members=("cache-2",))
+    s = status.compute(dc, Observed(ring, 3, statuses), action,
+                       {"cache-0": True, "cache-1": True, "cache-2": True}, {})
+    assert s["phase"] == "Migrating"
+    assert conds(s)["Migrating"] == ("True", "Draining")
+    assert conds(s)["Progressing"] == ("True", "Settling")
+    assert s["migration"]["keysRemaining"] == 700 and s["migration"]["members"] == ["cache-2"]
+    assert s["migration"]["started"]
+    # The start time is kept across steps of the same migration.
+    again = status.compute(dc, Observed(ring, 3, statuses), action, {}, {
+        "migration": {"state": "Draining", "started": "2020-01-01T00:00:00Z"}})
+    assert again["migration"]["started"] == "2020-01-01T00:00:00Z"
+
+
+def test_refusal_is_degraded_with_the_figures(make_dc) -> None:
+    dc = make_dc(replicas=1)
+    ring = ring_of(dc, {0: "active", 1: "active"})
+    check = CapacityCheck(False, 300, 200, 100, "cannot hold the data: 100 MiB missing")
+    action = Action("refuse", "scale down 2 -> 1 refused: cannot hold the data: 100 MiB "
+                    "missing", check=check)
+    s = status.compute(dc, Observed(ring, 2, all_settled(dc, ring)), action,
+                       {"cache-0": True, "cache-1": True}, {})
+    assert s["phase"] == "Degraded"
+    assert conds(s)["Degraded"] == ("True", "ScaleDownRefused")
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert "100 MiB missing" in degraded["message"]
+    assert conds(s)["Available"] == ("True", "Serving")
+
+
+def test_a_member_down_is_degraded_but_available_below_the_replication(make_dc) -> None:
+    dc = make_dc(replicas=3)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
+    statuses = {**all_settled(dc, ring), "cache-1": None}
+    s = status.compute(dc, Observed(ring, 3, statuses), Action("wait", "x"),
+                       {"cache-0": True, "cache-1": False, "cache-2": True}, {})
+    assert conds(s)["Degraded"][0] == "True" and "cache-1" in s["conditions"][2]["message"]
+    assert conds(s)["Available"] == ("True", "Serving")
+
+
+def test_transition_time_moves_only_when_the_status_flips(make_dc) -> None:
+    prev = [{"type": "Available", "status": "True", "lastTransitionTime": "T0"}]
+    same = status.condition("Available", True, "Serving", "", 1, prev, now="T1")
+    flipped = status.condition("Available", False, "NoReadyPods", "", 1, prev, now="T1")
+    assert same["lastTransitionTime"] == "T0" and flipped["lastTransitionTime"] == "T1"
+
+
+def test_user_error_is_degraded_with_the_message(make_dc) -> None:
+    dc = make_dc()
+    s = status.compute(dc, Observed(None, None, {}), Action("invalid", "Secret x not found"),
+                       {}, {}, error="Secret x not found")
+    assert s["phase"] == "Degraded" and conds(s)["Degraded"][0] == "True"
+    assert s["message"] == "Secret x not found"
