@@ -265,6 +265,10 @@ class ClusterRouter:
 
     # -- incr: serialised on the key's primary ------------------------------------------------
     async def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        """Sent to the key's primary. Tried on the next owner only when the primary refused
+        the connection: an increment is not idempotent, and a call that got no answer (a
+        lost connection, a timeout) may have been applied and replicated already, so it is
+        a 503 (it may or may not have counted), never sent a second time."""
         node = self.node
         for _ in range(MAX_ROUNDS):
             owners = node.live_owners(key)
@@ -273,13 +277,22 @@ class ClusterRouter:
             if owners[0] == node.id:
                 return (await self.incr_as_primary(key, delta, ttl))[0]
             try:
-                value, version = await node.peer(owners[0]).incr(key, delta, ttl)
-                node.clock.observe(version)
-                return value
-            except PeerError as exc:
-                if not exc.unreachable:
-                    raise _unavailable(f"incr on {exc.peer} failed: {exc}") from None
+                peer = node.peer(owners[0])
+            except PeerError as exc:  # left the ring meanwhile: nothing was sent
                 node.report(exc)
+                continue
+            try:
+                value, version = await peer.incr(key, delta, ttl)
+            except PeerError as exc:
+                if exc.refused:  # never reached the primary: the next owner takes over
+                    node.report(exc)
+                    continue
+                if exc.unreachable:
+                    self._failed(exc)
+                raise _unavailable(f"incr on {exc.peer} failed, it may or may not have "
+                                   f"been applied: {exc}") from None
+            node.clock.observe(version)
+            return value
         raise _unavailable("no live owner for this key")
 
     async def incr_as_primary(
