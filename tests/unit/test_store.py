@@ -515,3 +515,57 @@ def test_incr_over_a_tombstone_starts_from_zero(clock: FakeClock) -> None:
     store.delete_version("n", 20)
     assert store.incr("n", 1, None, 30) == 1
     assert store.tombstones == 0 and store.held_version("n") == 30
+
+
+def test_versions_and_tombstones_match_a_model_over_random_operations(clock: FakeClock) -> None:
+    """Random versioned writes, deletes, plain deletes, reads and time passing, without
+    eviction, against a model of last-writer-wins with expiring tombstones."""
+    rng = random.Random(6)
+    store = versioned(clock, max_bytes=10**9, tombstone_seconds=50)
+    # key -> (value or None for a tombstone, version, tombstone deadline)
+    model: dict[str, tuple[bytes | None, int, float]] = {}
+
+    def held(key: str) -> int:
+        entry = model.get(key)
+        if entry is None:
+            return 0
+        value, version, until = entry
+        if value is None and until <= clock.now:
+            del model[key]
+            return 0
+        return version
+
+    for _ in range(20_000):
+        key = f"k{rng.randrange(40)}"
+        version = rng.randrange(1, 1000)
+        action = rng.random()
+        if action < 0.4:
+            value = b"%d" % rng.randrange(10**6)
+            expect = held(key) < version or key not in model
+            assert store.apply(key, value, None, version) == expect
+            if expect:
+                model[key] = (value, version, 0.0)
+        elif action < 0.6:
+            had = model.get(key)
+            newer = held(key) < version or key not in model
+            removed = newer and had is not None and had[0] is not None
+            assert store.delete_version(key, version) == removed
+            if newer:
+                model[key] = (None, version, clock.now + 50)
+        elif action < 0.65:
+            had = model.pop(key, None)
+            assert store.delete(key) == (had is not None and had[0] is not None)
+        elif action < 0.9:
+            entry = model.get(key)
+            assert store.get(key) == (entry[0] if entry else None)
+        else:
+            clock.advance(rng.choice([1, 5, 20]))
+            store.expire_due()
+            for k in list(model):
+                held(k)
+        assert store.held_version(key) == held(key)
+        live = {k: v for k, (v, _, _) in model.items() if v is not None}
+        assert len(store) == len(live) and set(store.keys()) == set(live)
+        assert store.tombstones == len(model) - len(live)
+        assert store.bytes_used == sum(
+            entry_size(k, b"<tombstone>" if v is None else v) for k, (v, _, _) in model.items())
