@@ -37,6 +37,7 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
         prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own Events say what happened
     settings.watching.server_timeout = 300
+    settings.scanning.disabled = True  # no rights on CRDs/namespaces needed (10-rbac.yaml)
     # kopf logs every handler run; a 1 s timer would flood the log.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     _state["reconciler"] = Reconciler(Api(KubeApi(Credentials.load())))

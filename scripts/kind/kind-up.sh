@@ -51,5 +51,7 @@ done
 log "waiting for the node and CoreDNS"
 "$KUBECTL" wait --for=condition=Ready node --all --timeout=180s >&2
 "$KUBECTL" -n kube-system rollout status deployment/coredns --timeout=180s >&2
+# The operator stage: CRD, RBAC and the operator Deployment (SKIP_OPERATOR=1 leaves them out).
+[ -n "${SKIP_OPERATOR:-}" ] || KUBECTL=$KUBECTL "$KIND_SCRIPTS/install-operator.sh"
 log "cluster $CLUSTER_NAME up in $(( $(date +%s) - t0 )) s"
 echo "export KUBECONFIG=$KUBECONFIG_PATH PATH=$(dirname "$KUBECTL"):\$PATH"

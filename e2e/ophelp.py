@@ -1,0 +1,179 @@
+"""Helpers for the operator's e2e tests: kubectl in a namespace, a port-forward to a pod, and
+a plain-HTTP DistCache client with the API key (the operator's caches speak HTTP; TLS is not
+in this stage)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from kubehelp import REPO, kubectl, kubectl_json, kubectl_path, wait_for
+
+NS = "distcache-op-e2e"
+OPERATOR_NS = "distcache-system"
+OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
+
+__all__ = ["NS", "OPERATOR_NS", "OPERATOR_SA", "REPO", "CacheClient", "k", "kj", "wait_for"]
+
+
+def k(*args: str, check: bool = True, input: str | None = None,
+      namespace: str | None = NS, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return kubectl(*args, check=check, input=input, namespace=namespace, timeout=timeout)
+
+
+def kj(*args: str, namespace: str | None = NS) -> Any:
+    return kubectl_json(*args, namespace=namespace)
+
+
+def secret_value(name: str, key: str) -> str:
+    data = kj("get", "secret", name)["data"]
+    return base64.b64decode(data[key]).decode()
+
+
+class Forward:
+    def __init__(self, target: str, port: int = 8080) -> None:
+        self.target, self.port = target, port
+        self.proc: subprocess.Popen[str] | None = None
+        self.local_port = 0
+
+    def url(self) -> str:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def _start(self) -> None:
+        self.close()
+        exe = kubectl_path()
+        assert exe
+        self.proc = subprocess.Popen(
+            [exe, "-n", NS, "port-forward", "--address", "127.0.0.1", self.target,
+             f":{self.port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=lambda s: [lines.put(x) for x in s], args=(self.proc.stdout,),
+                         daemon=True).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.local_port = int(m.group(1))
+                return
+        self.close()
+        raise ConnectionError(f"port-forward to {self.target} did not start")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class CacheClient:
+    """The data API through a port-forward to one pod (any pod answers for any key)."""
+
+    def __init__(self, target: str, api_key: str) -> None:
+        self.forward = Forward(target)
+        self.api_key = api_key
+
+    def request(self, method: str, path: str, body: Any = None,
+                retries: int = 5) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in range(retries):
+            req = urllib.request.Request(
+                self.forward.url() + path, data=data, method=method,
+                headers={"X-API-Key": self.api_key, "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status, json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                if exc.code == 503 and attempt < retries - 1:
+                    time.sleep(1)
+                    continue
+                try:
+                    return exc.code, json.loads(raw or b"null")
+                except ValueError:
+                    return exc.code, raw.decode(errors="replace")
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                self.forward.close()
+                if attempt == retries - 1:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
+
+    def mset(self, items: dict[str, Any], batch: int = 1000) -> None:
+        keys = list(items)
+        for i in range(0, len(keys), batch):
+            chunk = [{"key": key, "value": items[key]} for key in keys[i:i + batch]]
+            status, answer = self.request("POST", "/mset", {"items": chunk})
+            assert status == 200, f"mset: {status} {answer}"
+
+    def mget(self, keys: list[str], batch: int = 1000) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for i in range(0, len(keys), batch):
+            status, answer = self.request("POST", "/mget", {"keys": keys[i:i + batch]})
+            assert status == 200, f"mget: {status} {answer}"
+            found.update(answer["values"])
+        return found
+
+    def delete(self, key: str) -> None:
+        status, answer = self.request("POST", "/delete", {"key": key})
+        assert status in (200, 404), f"delete: {status} {answer}"
+
+    def close(self) -> None:
+        self.forward.close()
+
+
+def distcache(name: str) -> dict[str, Any]:
+    return kj("get", "distcache", name)  # type: ignore[no-any-return]
+
+
+def condition(dc: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (dc.get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return c  # type: ignore[no-any-return]
+    return {}
+
+
+def ring(name: str) -> dict[str, Any]:
+    cm = kj("get", "configmap", f"{name}-ring")
+    return json.loads(cm["data"]["ring.json"])  # type: ignore[no-any-return]
+
+
+def settled(name: str, replicas: int) -> dict[str, Any] | None:
+    """The DistCache when its ring has `replicas` active members, the StatefulSet as many
+    pods, every pod ready and status says Running."""
+    dc = distcache(name)
+    st = dc.get("status") or {}
+    r = ring(name)
+    sts = kj("get", "statefulset", name)
+    if (len(r["members"]) == replicas and all(m["state"] == "active" for m in r["members"])
+            and sts["spec"]["replicas"] == replicas
+            and (sts.get("status") or {}).get("readyReplicas", 0) == replicas
+            and st.get("phase") == "Running" and st.get("readyReplicas") == replicas
+            and st.get("observedGeneration") == dc["metadata"]["generation"]):
+        return dc
+    return None
+
+
+def operator_logs(tail: int = 80) -> str:
+    return k("logs", "deployment/distcache-operator", f"--tail={tail}", check=False,
+             namespace=OPERATOR_NS).stdout

@@ -1,0 +1,288 @@
+"""The operator on a real cluster: the DistCache resource, scaling with zero keys lost,
+capacity refusal, an operator killed mid-drain, garbage collection and least-privilege RBAC.
+
+Needs only KUBECONFIG (kubectl on PATH or KUBECTL=...). The operator runs in-cluster from its
+image as its own ServiceAccount (manifests/operator/); when it is not installed the fixture
+installs it from the repo's manifests. Tests run in order against one namespace
+(distcache-op-e2e, restricted Pod Security) and leave it for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from kubehelp import kubectl_path
+from ophelp import (
+    NS,
+    OPERATOR_NS,
+    OPERATOR_SA,
+    REPO,
+    CacheClient,
+    condition,
+    distcache,
+    k,
+    kj,
+    operator_logs,
+    ring,
+    secret_value,
+    settled,
+    wait_for,
+)
+
+NAME = "cache"
+KEYS = 10_000
+
+
+def dc_yaml(name: str, replicas: int, extra: str = "") -> str:
+    return (f"apiVersion: distcache.io/v1alpha1\nkind: DistCache\nmetadata:\n  name: {name}\n"
+            f"spec:\n  replicas: {replicas}\n  imagePullPolicy: Never\n{extra}")
+
+
+@pytest.fixture(scope="module")
+def operator() -> Iterator[None]:
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("e2e needs a cluster: KUBECONFIG is not set (make kind-up brings one up)")
+    if not kubectl_path():
+        pytest.skip("e2e needs kubectl on PATH (or KUBECTL=...)")
+    have = k("get", "deployment", "distcache-operator", check=False, namespace=OPERATOR_NS)
+    if have.returncode != 0:
+        k("apply", "-f", str(REPO / "manifests" / "crds"), namespace=None)
+        k("wait", "--for=condition=Established", "crd/distcaches.distcache.io", namespace=None)
+        k("apply", "-f", str(REPO / "manifests" / "operator"), namespace=None)
+    k("rollout", "status", "deployment/distcache-operator", "--timeout=180s",
+      namespace=OPERATOR_NS, timeout=200)
+    k("delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=180s",
+      namespace=None, timeout=200)
+    k("create", "namespace", NS, namespace=None)
+    k("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted",
+      namespace=None)
+    yield
+
+
+@pytest.fixture(scope="module")
+def cache(operator: None) -> Iterator[CacheClient]:
+    k("apply", "-f", "-", input=dc_yaml(NAME, 3))
+    try:
+        wait_for("DistCache cache Running with 3 ready pods", lambda: settled(NAME, 3), 240,
+                 every=2)
+    except AssertionError:
+        print(k("get", "all,events", "-o", "wide", check=False).stdout)
+        print(operator_logs())
+        raise
+    client = CacheClient(f"pod/{NAME}-0", secret_value(f"{NAME}-api-key", "api-key"))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def written(cache: CacheClient) -> dict[str, str]:
+    items = {f"key-{i}": f"value-{i}" for i in range(KEYS)}
+    cache.mset(items)
+    return items
+
+
+def assert_all_readable(cache: CacheClient, items: dict[str, str]) -> None:
+    found = cache.mget(list(items))
+    lost = [key for key in items if found.get(key) != items[key]]
+    assert not lost, f"{len(lost)} of {len(items)} keys lost, e.g. {lost[:5]}"
+
+
+# -- the resource ------------------------------------------------------------------------------
+def test_create_makes_owned_objects_status_conditions_and_columns(
+        cache: CacheClient) -> None:
+    dc = distcache(NAME)
+    uid = dc["metadata"]["uid"]
+    for kind, name in [("statefulset", NAME), ("service", NAME), ("service", f"{NAME}-peers"),
+                       ("configmap", f"{NAME}-ring"), ("secret", f"{NAME}-api-key"),
+                       ("secret", f"{NAME}-cluster"), ("poddisruptionbudget", NAME)]:
+        obj = kj("get", kind, name)
+        owners = obj["metadata"].get("ownerReferences") or []
+        assert [o["uid"] for o in owners] == [uid], f"{kind}/{name}: {owners}"
+    assert kj("get", "service", f"{NAME}-peers")["spec"]["publishNotReadyAddresses"] is True
+    st = dc["status"]
+    assert st["replicas"] == 3 and st["readyReplicas"] == 3 and st["phase"] == "Running"
+    assert st["selector"] == f"app.kubernetes.io/name=distcache,app.kubernetes.io/instance={NAME}"
+    assert [m["state"] for m in st["members"]] == ["active"] * 3
+    assert st["ringVersion"] == ring(NAME)["version"]
+    assert condition(dc, "Available")["status"] == "True"
+    assert condition(dc, "Degraded")["status"] == "False"
+    assert condition(dc, "Progressing")["status"] == "False"
+    assert condition(dc, "Migrating")["status"] == "False"
+    out = k("get", "dcache", NAME).stdout.splitlines()
+    assert out[0].split() == ["NAME", "REPLICAS", "READY", "PHASE", "RING", "MIGRATION", "AGE"]
+    assert out[1].split()[:6] == [NAME, "3", "3", "Running", str(st["ringVersion"]), "Idle"]
+    # The pods run under restricted Pod Security (the namespace enforces it).
+    pod = kj("get", "pod", f"{NAME}-0")
+    sc = pod["spec"]["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and pod["spec"]["securityContext"][
+        "runAsNonRoot"] is True
+    # The API key works through the cache, and a request without it is refused.
+    status, _ = cache.request("GET", "/status")
+    assert status == 200
+
+
+@pytest.mark.parametrize(("extra", "replicas", "message"), [
+    ("", -1, "spec.replicas"),
+    ("  replicationFactor: 3\n", 2, "replicationFactor must not exceed replicas"),
+    ("  maxMemory: 12MB\n", 3, "spec.maxMemory"),
+    ("  bogus: 1\n", 3, "unknown field"),
+])
+def test_api_server_refuses_bad_specs(operator: None, extra: str, replicas: int,
+                                      message: str) -> None:
+    proc = k("apply", "-f", "-", input=dc_yaml("bad", replicas, extra), check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert message in proc.stderr, proc.stderr
+    assert k("get", "distcache", "bad", check=False).returncode != 0
+
+
+# -- scaling with data -------------------------------------------------------------------------
+def test_scale_3_to_5_to_3_loses_no_key(cache: CacheClient, written: dict[str, str]) -> None:
+    assert_all_readable(cache, written)
+    t0 = time.monotonic()
+    k("scale", f"distcache/{NAME}", "--replicas=5")
+    wait_for("StatefulSet at 5", lambda: kj("get", "statefulset", NAME)["spec"]["replicas"] == 5,
+             30, every=0.2)
+    sts_s = time.monotonic() - t0
+    wait_for("5 active members, settled", lambda: settled(NAME, 5), 300, every=1)
+    up_s = time.monotonic() - t0
+    assert_all_readable(cache, written)
+    st = distcache(NAME)["status"]
+    assert sum(m["keys"] for m in st["members"]) >= 2 * KEYS  # R=2 copies, spread over 5
+    assert all(m["keys"] > 0 for m in st["members"])
+    t0 = time.monotonic()
+    k("scale", f"distcache/{NAME}", "--replicas=3")
+    wait_for("3 active members, settled", lambda: settled(NAME, 3), 300, every=1)
+    down_s = time.monotonic() - t0
+    assert_all_readable(cache, written)
+    events = k("get", "events", "--field-selector", f"involvedObject.name={NAME}").stdout
+    assert "Scaling" in events and "Drained" in events
+    print(f"\nscale 3->5: StatefulSet changed after {sts_s:.1f} s, settled after {up_s:.1f} s;"
+          f" 5->3 settled after {down_s:.1f} s ({KEYS} keys)")
+
+
+def test_hpa_style_write_to_the_scale_subresource(cache: CacheClient,
+                                                  written: dict[str, str]) -> None:
+    scale = kj("get", "--raw",
+               f"/apis/distcache.io/v1alpha1/namespaces/{NS}/distcaches/{NAME}/scale",
+               namespace=None)
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert "app.kubernetes.io/instance" in scale["status"]["selector"]
+    k("patch", f"distcache/{NAME}", "--subresource=scale", "--type=merge",
+      "-p", '{"spec":{"replicas":4}}')
+    wait_for("4 active members, settled", lambda: settled(NAME, 4), 300, every=1)
+    assert_all_readable(cache, written)
+
+
+def test_operator_killed_mid_drain_resumes_and_loses_no_key(
+        cache: CacheClient, written: dict[str, str]) -> None:
+    k("scale", f"distcache/{NAME}", "--replicas=3")
+    wait_for("a member leaving in the ring",
+             lambda: any(m["state"] == "leaving" for m in ring(NAME)["members"]), 60,
+             every=0.1)
+    k("delete", "pod", "-l", "app.kubernetes.io/name=distcache-operator", "--force",
+      "--grace-period=0", "--wait=false", namespace=OPERATOR_NS)
+    k("rollout", "status", "deployment/distcache-operator", "--timeout=120s",
+      namespace=OPERATOR_NS, timeout=150)
+    wait_for("3 active members after the operator restart", lambda: settled(NAME, 3), 300,
+             every=1)
+    assert_all_readable(cache, written)
+
+
+def test_capacity_refusal_then_recovery(operator: None) -> None:
+    name = "tiny"
+    extra = "  maxMemory: 8Mi\n"
+    k("apply", "-f", "-", input=dc_yaml(name, 3, extra))
+    wait_for("tiny Running", lambda: settled(name, 3), 240, every=2)
+    client = CacheClient(f"pod/{name}-0", secret_value(f"{name}-api-key", "api-key"))
+    try:
+        value = "x" * 2000
+        items = {f"big-{i}": value for i in range(4000)}  # ~8 MB of data, 2 copies over 3 pods
+        client.mset(items, batch=200)
+        version = ring(name)["version"]
+        k("scale", f"distcache/{name}", "--replicas=2")
+
+        def refused() -> dict[str, object] | None:
+            dc = distcache(name)
+            c = condition(dc, "Degraded")
+            return dc if c.get("reason") == "ScaleDownRefused" else None
+
+        dc = wait_for("Degraded: ScaleDownRefused", refused, 60, every=1)
+        message = condition(dc, "Degraded")["message"]
+        assert "cannot hold the data" in message and "MiB" in message
+        assert kj("get", "statefulset", name)["spec"]["replicas"] == 3
+        r = ring(name)
+        assert r["version"] == version and len(r["members"]) == 3
+        assert all(m["state"] == "active" for m in r["members"])
+        events = k("get", "events", "--field-selector",
+                   f"involvedObject.name={name},reason=ScaleDownRefused").stdout
+        assert "cannot hold the data" in events
+        # The data shrinks: the refusal clears and the scale-down goes through.
+        for key in list(items)[:2800]:
+            client.delete(key)
+        wait_for("tiny settled at 2", lambda: settled(name, 2), 300, every=1)
+        assert condition(distcache(name), "Degraded")["status"] == "False"
+        rest = {key: items[key] for key in list(items)[2800:]}
+        found = client.mget(list(rest))
+        assert len(found) == len(rest)
+    finally:
+        client.close()
+
+
+def test_missing_api_key_secret_is_degraded_not_a_traceback(operator: None) -> None:
+    name = "nokey"
+    k("apply", "-f", "-", input=dc_yaml(name, 1, "  auth:\n    apiKeySecretRef:\n"
+                                        "      name: does-not-exist\n"))
+
+    def degraded() -> dict[str, object] | None:
+        dc = distcache(name)
+        c = condition(dc, "Degraded")
+        return dc if c.get("reason") == "SecretMissing" else None
+
+    dc = wait_for("Degraded: SecretMissing", degraded, 60, every=1)
+    assert "does-not-exist" in condition(dc, "Degraded")["message"]
+    assert "Traceback" not in operator_logs(200)
+    k("delete", "distcache", name)
+
+
+# -- deletion and RBAC -------------------------------------------------------------------------
+def test_delete_garbage_collects_everything(cache: CacheClient) -> None:
+    cache.close()
+    for name in (NAME, "tiny"):
+        k("delete", "distcache", name, "--ignore-not-found", "--wait=true", timeout=150)
+
+    def gone() -> bool:
+        left = k("get", "statefulsets,services,configmaps,secrets,pdb,pods", "-l",
+                 "app.kubernetes.io/name=distcache", "-o", "name").stdout.split()
+        return not left
+
+    wait_for("owned objects garbage-collected", gone, 180, every=2)
+
+
+@pytest.mark.parametrize(("verb", "resource", "allowed"), [
+    ("watch", "distcaches.distcache.io", True),
+    ("patch", "distcaches.distcache.io/status", True),
+    ("patch", "statefulsets.apps", True),
+    ("patch", "statefulsets.apps/scale", True),
+    ("update", "configmaps", True),
+    ("create", "secrets", True),
+    ("get", "secrets", True),
+    ("list", "secrets", False),
+    ("delete", "statefulsets.apps", False),
+    ("delete", "pods", False),
+    ("delete", "distcaches.distcache.io", False),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
+    ("create", "pods/exec", False),
+])
+def test_operator_service_account_can_do_its_job_and_nothing_more(
+        operator: None, verb: str, resource: str, allowed: bool) -> None:
+    proc = k("auth", "can-i", verb, resource, f"--as={OPERATOR_SA}", check=False)
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, proc.stdout)
+
+
+def test_operator_pod_runs_as_its_service_account(operator: None) -> None:
+    pods = kj("get", "pods", "-l", "app.kubernetes.io/name=distcache-operator",
+              namespace=OPERATOR_NS)["items"]
+    assert pods and all(p["spec"]["serviceAccountName"] == "distcache-operator" for p in pods)
