@@ -182,3 +182,13 @@ def test_capacity_counts_unreachable_members_out_loud() -> None:
     check = check_capacity(statuses, ["a"], replication=2)
     assert check.ok
     assert "no status from b" in check.message
+
+
+def test_a_member_that_counts_another_down_is_not_settled() -> None:
+    doc = ring("a", "b", version=3)
+    healthy = {"ring_version": 3, "migration": {"done": True, "placed_version": 3},
+               "peers": {"b": {"alive": True}}}
+    blind = {**healthy, "peers": {"b": {"alive": False}, "gone": {"alive": False}}}
+    assert Coordinator.pending(doc, {"a": healthy, "b": healthy}) == []
+    # Only members of the ring count: a peer that left is no reason to wait.
+    assert Coordinator.pending(doc, {"a": blind, "b": healthy}) == ["a: sees b down"]

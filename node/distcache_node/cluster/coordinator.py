@@ -154,6 +154,11 @@ class Coordinator:
             elif not migration["done"] or migration["placed_version"] < doc.version:
                 pending.append(f"{member.id}: {migration['keys_remaining']} keys to move "
                                f"({migration.get('reason', '')})")
+            elif down := [p for p, h in status.get("peers", {}).items()
+                          if not h.get("alive", True) and doc.member(p) is not None]:
+                # A member that counts another one down writes around it: not a settled
+                # cluster yet (a restarted node is counted alive once it announces itself).
+                pending.append(f"{member.id}: sees {', '.join(sorted(down))} down")
             elif migration.get("surplus") and member.state != "leaving":
                 # Settled means R copies of every key: not yet where old owners still hold
                 # copies that new owners took from someone else. (A leaving member's are

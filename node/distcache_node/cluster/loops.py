@@ -20,19 +20,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("distcache.cluster")
 
 
+async def announce(node: ClusterNode, ready: bool) -> None:
+    """Tell every peer we are up, with which boot: a peer that saw our port refused (we were
+    starting, or an earlier process with our id stopped) counts us alive at once instead of
+    at its next probe, so writes include us straight away."""
+    message = f"{node.id} {node.boot_id} {int(ready)}"
+    for peer in list(node.peers.values()):
+        with contextlib.suppress(PeerError):
+            await peer.ping(timeout=2.0, announce=message)
+
+
 async def refill(node: ClusterNode) -> None:
     """A member restarted empty takes back its share from peers before it is ready."""
     me = node.doc.member(node.id)
     if me is None or me.state != "active" or not node.peers:
         node.set_ready(True, "no share to take back")
+        await announce(node, ready=True)
         return
     node.set_ready(False, "refilling from peers")
     # First make every peer count us alive, so new writes reach us while we copy; then
     # a short grace for writes already in flight without us.
-    announce = f"{node.id} {node.boot_id} 0"
-    for peer in list(node.peers.values()):
-        with contextlib.suppress(PeerError):
-            await peer.ping(timeout=2.0, announce=announce)
+    await announce(node, ready=False)
     await asyncio.sleep(0.3)
     total = 0
     for peer in list(node.peers.values()):
@@ -43,6 +51,7 @@ async def refill(node: ClusterNode) -> None:
             log.warning("refill: skipping %s: %s", peer.id, exc)
     log.info("refill: took back %d keys", total)
     node.set_ready(True, f"refilled {total} keys")
+
 
 async def watch_ring_file(node: ClusterNode, path: Path, every: float = 0.5) -> None:
     """ConfigMaps arrive as a mounted file swapped atomically: poll its identity."""

@@ -317,4 +317,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A node that `distcache local up` started and `scale` stopped stays a zombie until
+    # `up` reaps it: it has exited all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal check is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
