@@ -33,7 +33,8 @@ class PeerError(Exception):
     """A peer could not be reached or answered with an error."""
 
     def __init__(
-        self, peer: str, message: str, unreachable: bool = True, refused: bool = False
+        self, peer: str, message: str, unreachable: bool = True, refused: bool = False,
+        status: int | None = None, error: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(f"{peer}: {message}")
         self.peer = peer
@@ -41,6 +42,20 @@ class PeerError(Exception):
         # No connection could even be made (port closed, host gone): proof of death, unlike
         # a dropped keep-alive connection or a slow answer, which the heartbeat judges.
         self.refused = refused
+        # The peer answered with an error: its HTTP status and (code, message) when JSON.
+        self.status = status
+        self.error = error
+
+
+def _error_of(raw: bytes) -> tuple[str, str] | None:
+    """(error, message) of a peer's JSON error answer, if it is one."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"], str(body.get("message", ""))
+    return None
 
 
 def encode_entries(entries: Iterable[WireEntry]) -> bytes:
@@ -160,7 +175,8 @@ class PeerClient:
                 if resp.status >= 400:
                     # A 4xx/5xx means the peer is alive: only transport failures suspect it.
                     raise PeerError(self.id, f"{method} {path} -> {resp.status}: "
-                                    f"{raw[:200].decode(errors='replace')}", unreachable=False)
+                                    f"{raw[:200].decode(errors='replace')}", unreachable=False,
+                                    status=resp.status, error=_error_of(raw))
                 return orjson.loads(raw) if raw else None
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"{method} {path}: {exc!r}",

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from distcache_node.cluster.ring import hash64
+from distcache_node.errors import ApiError
 
 log = logging.getLogger("distcache.clock")
 
@@ -44,6 +45,7 @@ NODE_MASK = (1 << NODE_BITS) - 1
 LOGICAL_MAX = (1 << LOGICAL_BITS) - 1
 LOGICAL_SHIFT = NODE_BITS
 PHYSICAL_SHIFT = NODE_BITS + LOGICAL_BITS
+PHYSICAL_MAX = (1 << PHYSICAL_BITS) - 1
 VERSION_MAX = (1 << 63) - 1
 # A version from further ahead than this is still observed (a later write must win over it),
 # but logged: it means a peer's wall clock is badly off.
@@ -81,6 +83,13 @@ class VersionClock:
     def _tick(self, physical: int, logical: int) -> int:
         if logical > LOGICAL_MAX:  # the counter is full: borrow the next millisecond
             physical, logical = physical + 1, 0
+        if physical > PHYSICAL_MAX:
+            # Only after observing a version from the layout's last millisecond (year 2109):
+            # a forged version or a wildly wrong clock. No version is left above it, so the
+            # write is refused as one that cannot be ordered (a 503), not an internal error.
+            raise ApiError(503, "unavailable", "this node has observed a write version from "
+                           "the end of the version range (a peer's clock is far off): it "
+                           "cannot order new writes", {"Retry-After": "1"})
         self._l, self._c = physical, logical
         return pack(physical, logical, self.node)
 

@@ -30,6 +30,8 @@ from distcache_node.cluster.peers import PeerError, WireEntry
 from distcache_node.cluster.replication import ApplyResult, required_acks
 from distcache_node.errors import ApiError
 
+# Errors the key's primary answers /cluster/incr with that are the client's to see.
+PRIMARY_VERDICTS = frozenset({"not_an_integer", "value_too_large"})
 MAX_ROUNDS = 4  # write fan-out rounds: each replaces owners that failed in the last
 
 
@@ -287,6 +289,11 @@ class ClusterRouter:
                 if exc.refused:  # never reached the primary: the next owner takes over
                     node.report(exc)
                     continue
+                if exc.status and exc.error and exc.error[0] in PRIMARY_VERDICTS:
+                    # The primary refused the increment itself (a value that is not an
+                    # integer, an overflow, an entry over its memory): nothing changed, and
+                    # the client gets the answer a single node gives.
+                    raise ApiError(exc.status, *exc.error) from None
                 if exc.unreachable:
                     self._failed(exc)
                 raise _unavailable(f"incr on {exc.peer} failed, it may or may not have "
