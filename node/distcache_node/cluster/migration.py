@@ -171,6 +171,7 @@ class Migration:
         self.surplus = 0  # copies kept until every member has placed the ring
         self._surplus_from: Ring | None = None  # the placement those copies came from
         self.strays: set[str] = set()  # keys written here on an old ring after the change
+        self._not_held: set[str] = set()  # keys a receiver answered it did not keep
         self._wake = asyncio.Event()
         self._sync_targets: set[str] = set()
 
@@ -239,7 +240,11 @@ class Migration:
         batches = [entries[i:i + BATCH] for i in range(0, len(entries), BATCH)]
         for start in range(0, len(batches), IN_FLIGHT):
             group = batches[start:start + IN_FLIGHT]
-            await asyncio.gather(*(peer.apply(batch) for batch in group))
+            results = await asyncio.gather(*(peer.apply(batch) for batch in group))
+            for result in results:
+                # Keys the receiver did not keep (no room even after evicting): our copy
+                # must stay, and the pass is not done with them.
+                self._not_held.update(result.get("not_held") or ())
             done = sum(len(b) for b in group)
             sent += done
             self.keys_moved += done
@@ -283,17 +288,24 @@ class Migration:
             await asyncio.sleep(0)  # requests keep flowing while a big store is planned
         plan, handoff, surplus = pass_plan.sends, pass_plan.handoff, pass_plan.surplus
         self.keys_remaining = sum(len(v) for v in plan.values())
+        self._not_held = set()
         failed = await self._send_all(plan) if plan else set()
+        refused = self._not_held
         delivered.update(m for m in plan if m not in failed)
         store = node.store
         for (key, _, _, version), dests in handoff:
             # Drop our copy only once every natural owner holds the key: with an owner down,
             # we stay one of the copies until it is back.
             if (set(target.owners(key)) <= set(dests) and not failed.intersection(dests)
-                    and store.version(key) == version):
+                    and key not in refused and store.version(key) == version):
                 store.delete(key)
                 self.keys_dropped += 1
         self.last_pass_seconds = time.monotonic() - started
+        if refused and not failed:
+            log.warning("ring v%d: %d keys were not kept by their new owners (full?); "
+                        "keeping our copies", doc.version, len(refused))
+            self.last_error = f"{len(refused)} keys not kept by their new owners (full?)"
+            self.strays |= refused  # offered again on the next pass, never swept
         if failed or node.doc.version != doc.version:
             self.strays |= strays
             self.reason = (f"ring changed to v{node.doc.version}; starting over"
@@ -330,7 +342,7 @@ class Migration:
             return
         dropped = 0
         store, target, me = node.store, node.target, node.id
-        if me not in target.members:
+        if me not in target.members and not self.strays:
             dropped = len(store)  # leaving: nothing here is ours any more
             store.clear()
         else:
@@ -338,7 +350,7 @@ class Migration:
             for start in range(0, len(keys), YIELD_EVERY):
                 for key in keys[start:start + YIELD_EVERY]:
                     if (me not in target.owners(key) and me not in node.live_owners(key)
-                            and store.delete(key)):
+                            and key not in self.strays and store.delete(key)):
                         dropped += 1
                 await asyncio.sleep(0)  # keep answering while a big store is swept
                 if node.doc.version != version or self._wake.is_set():
