@@ -9,6 +9,7 @@ installs it from the repo's manifests. Tests run in order against one namespace
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -165,9 +166,8 @@ def test_scale_3_to_5_to_3_loses_no_key(cache: CacheClient, written: dict[str, s
 
 def test_hpa_style_write_to_the_scale_subresource(cache: CacheClient,
                                                   written: dict[str, str]) -> None:
-    scale = kj("get", "--raw",
-               f"/apis/distcache.io/v1alpha1/namespaces/{NS}/distcaches/{NAME}/scale",
-               namespace=None)
+    scale = json.loads(k("get", "--raw", f"/apis/distcache.io/v1alpha1/namespaces/{NS}"
+                         f"/distcaches/{NAME}/scale", namespace=None).stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert "app.kubernetes.io/instance" in scale["status"]["selector"]
     k("patch", f"distcache/{NAME}", "--subresource=scale", "--type=merge",
@@ -184,6 +184,8 @@ def test_operator_killed_mid_drain_resumes_and_loses_no_key(
              every=0.1)
     k("delete", "pod", "-l", "app.kubernetes.io/name=distcache-operator", "--force",
       "--grace-period=0", "--wait=false", namespace=OPERATOR_NS)
+    # Killed mid-drain: the ring still names a leaving member after the kill.
+    assert any(m["state"] == "leaving" for m in ring(NAME)["members"])
     k("rollout", "status", "deployment/distcache-operator", "--timeout=120s",
       namespace=OPERATOR_NS, timeout=150)
     wait_for("3 active members after the operator restart", lambda: settled(NAME, 3), 300,
