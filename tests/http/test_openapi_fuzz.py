@@ -6,8 +6,9 @@ examples, boundary and wrong-type cases (coverage phase) and random valid and in
 (fuzzing phase), then checks every response: never a 5xx, a documented status code, media
 type, headers and body schema, invalid input rejected, 401 without the API key, 405 with
 `Allow` for undocumented methods. /debug/* is left out (each call sleeps); test_api.py
-covers it. So is /cluster/* (the fuzzed node is not clustered and the fuzzer holds no peer
-credentials); test_doors.py covers it on a clustered node.
+covers it. So is /cluster/* (the fuzzed node is not clustered): the cluster tier fuzzes it,
+with the rest of the API, through one node of a live 3-node cluster
+(tests/cluster/test_openapi_cluster_fuzz.py).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from support import API_KEY, free_port, wait_http
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
 NODE_SOURCES = ["handlers.py", "pipeline.py", "debug.py", "serve.py", "routes.py"]
-# The documented /cluster/* operations raise codes from here (only those are documented).
-CLUSTER_SOURCES = ["cluster/routes.py", "cluster/node.py", "cluster/setup.py"]
+# What a clustered node adds (/cluster/*, the peer check, 503 `unavailable` from the router
+# and the clock): every module of the cluster package, however it is split.
+CLUSTER_SOURCES = sorted(
+    f"cluster/{path.name}" for path in (ROOT / "node" / "distcache_node" / "cluster").glob("*.py"))
 MAX_EXAMPLES = 100  # per operation and phase: the whole module stays well under a minute
 
 
@@ -143,12 +146,12 @@ def test_document_is_valid_openapi() -> None:
         schemathesis.openapi.from_dict(broken).validate()
     operations = [op.ok() for op in schemathesis.openapi.from_dict(document).get_all_operations()]
     ids = [op.definition.raw["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 18
+    assert len(ids) == len(set(ids)) == 23
 
 
 def test_every_route_is_documented_and_nothing_else() -> None:
-    """Every route but /cluster/*, and those /cluster/* routes people drive; the rest of
-    /cluster/* is the nodes' wire protocol."""
+    """Every route of a clustered node, the nodes' own /cluster/* wire protocol included:
+    the document describes every answer a node in a cluster gives."""
     app = create_app(NodeConfig(api_key=API_KEY, advertise_url="http://127.0.0.1:1",
                                 cluster_secret="s"))
     routes = {
@@ -160,12 +163,13 @@ def test_every_route_is_documented_and_nothing_else() -> None:
     documented = {
         (method, path) for path, item in document["paths"].items() for method in item
     }
-    assert {r for r in routes if not r[1].startswith("/cluster/")} == {
-        d for d in documented if not d[1].startswith("/cluster/")}
-    assert {d for d in documented if d[1].startswith("/cluster/")} == {
-        ("get", "/cluster/ring"), ("put", "/cluster/ring"), ("get", "/cluster/status"),
-        ("post", "/cluster/drain")}
-    assert documented <= routes
+    assert routes == documented
+    # Every /cluster/* operation that reads a body describes it (so bad input is a 400).
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if path.startswith("/cluster/") and method in ("post", "put") \
+                    and path != "/cluster/drain":
+                assert "requestBody" in op, (method, path)
 
 
 def _raised_codes(names: list[str] = NODE_SOURCES) -> set[str]:
@@ -181,6 +185,10 @@ def _raised_codes(names: list[str] = NODE_SOURCES) -> set[str]:
                 and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
             ):
                 codes.add(node.args[1].value)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "bad_request" and len(node.args) == 1
+                    and not node.keywords):
+                codes.add("bad_request")  # its default code
             # `code, text = "internal_error", ...` before a json_error(status, code, text)
             if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Tuple | ast.Name) and "code" in ast.unparse(t).split(", ")
@@ -205,5 +213,54 @@ def test_every_error_code_is_documented() -> None:
     assert "key_too_long" in raised and "unauthorized" in raised  # the scan finds codes
     undocumented = raised - enum_codes - {"internal_error"}  # a 500 is a bug, not a contract
     assert not undocumented, f"raised by the node but not in openapi.json: {undocumented}"
-    stale = enum_codes - raised - _raised_codes(CLUSTER_SOURCES)
+    cluster = _raised_codes(CLUSTER_SOURCES)
+    assert {"unavailable", "forbidden", "invalid_ring", "stale_ring", "ring_conflict",
+            "bad_request"} <= cluster  # the scan finds the cluster's codes
+    undocumented = cluster - enum_codes
+    assert not undocumented, f"raised by a clustered node but not in openapi.json: {undocumented}"
+    stale = enum_codes - raised - cluster
     assert not stale, f"documented but never raised: {stale}"
+
+
+def _responses(document: dict[str, Any], path: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(method, status, response) of every operation on `path`, references resolved."""
+    for method, op in document["paths"][path].items():
+        for status, response in op["responses"].items():
+            if "$ref" in response:
+                response = document["components"]["responses"][response["$ref"].split("/")[-1]]
+            yield method, status, response
+
+
+def _header_names(document: dict[str, Any], response: dict[str, Any]) -> set[str]:
+    return set(response.get("headers", {}))
+
+
+def test_cluster_answers_and_headers_are_documented() -> None:
+    """What a clustered node adds to each answer, as the node code names it."""
+    from distcache_node.cluster.peers import RING_HEADER, SECRET_HEADER
+    from distcache_node.pipeline import RING_VERSION_HEADER
+
+    document = json.loads(OPENAPI_PATH.read_text())
+    assert RING_VERSION_HEADER == RING_HEADER == "X-DistCache-Ring-Version"
+    assert document["components"]["securitySchemes"]["ClusterSecret"]["name"] == SECRET_HEADER
+    data = ["/get", "/set", "/delete", "/mget", "/mset", "/incr"]
+    for path in document["paths"]:
+        for method, status, response in _responses(document, path):
+            headers = _header_names(document, response)
+            where = (method, path, status)
+            # The pipeline sets the ring version on every answer of the API-key routes.
+            if path in [*data, "/status"] and not response["description"].startswith(
+                    ("`malformed_request`", "`too_many_connections`")):
+                assert "X-DistCache-Ring-Version" in headers, where
+            if "content" in response and path != "/cluster/export":
+                assert "Content-Encoding" in headers, where  # gzip at >= 1 KiB
+            if status == "429":
+                assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= headers
+            if status == "503" and path != "/readyz":  # /readyz: also "not ready"
+                assert response["headers"]["Retry-After"].get("required"), where
+            if path.startswith("/cluster/"):
+                assert {"403", "404"} <= set(document["paths"][path][method]["responses"])
+    for path in [*data, "/cluster/incr"]:
+        for _, status, response in _responses(document, path):
+            if status == "503":  # a write without its quorum, a read no owner answered
+                assert "unavailable" in json.dumps(response["content"]), path
