@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
 import re
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 from kubehelp import REPO, kubectl, kubectl_json, kubectl_path, wait_for
 
-NS = "distcache-op-e2e"
+NS = os.environ.get("DISTCACHE_OP_NAMESPACE", "distcache-op-e2e")
 OPERATOR_NS = "distcache-system"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
 
