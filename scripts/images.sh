@@ -73,6 +73,8 @@ build_image() {   # build_image DOCKERFILE IMAGE BASE
   log "docker build -f $dockerfile -> $image (base $base)"
   legacy_build -q -f "$dockerfile" "${args[@]}" -t "$image" . >/dev/null
   docker image ls "$image" --format '   {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2
+  # The builds this one replaced, now untagged (only ours: filtered by their OCI title).
+  docker image prune -f --filter "label=org.opencontainers.image.title=$(basename "${image%%:*}" | sed 's/^/distcache-/')" >/dev/null 2>&1 || true
 }
 
 what=${1:-all}
