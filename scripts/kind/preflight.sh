@@ -93,7 +93,8 @@ else
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "kind tier unavailable: $(IFS=';'; echo "${missing[*]}")"
+  joined=$(printf '%s; ' "${missing[@]}")
+  echo "kind tier unavailable: ${joined%; }"
   exit 1
 fi
 echo "kind test bed: all requirements met"
