@@ -189,5 +189,8 @@ docker rmi "$NODE_IMAGE-assembly" >/dev/null
 for repo in distcache/kind-node distcache/kind-base distcache/kind-proxy-base; do
   docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$" | xargs -r docker rmi >/dev/null 2>&1 || true
 done
+# The stamp file: which pins the current node image was built from.
+{ echo "NODE_IMAGE=$NODE_IMAGE"; echo "BUILT=$(date -u +%FT%TZ)"; echo "GO=$(go version | awk '{ print $3 }')"
+  grep -v '^#' "$KIND_SCRIPTS/versions.env"; } > "$KIND_CACHE/node-image.stamp"
 log "node image $NODE_IMAGE ready"
 echo "$NODE_IMAGE"

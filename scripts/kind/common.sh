@@ -8,6 +8,8 @@ REPO_ROOT=$(cd "$KIND_SCRIPTS/../.." && pwd)
 DISTCACHE_CACHE=${DISTCACHE_CACHE:-/var/cache/distcache}
 KIND_CACHE=$DISTCACHE_CACHE/kind
 BIN_CACHE=$KIND_CACHE/bin
+# Go needs a HOME for its caches (CI may run with a thin environment).
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"; export HOME
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export PATH=$PATH:/usr/local/go/bin:${GOPATH:-$HOME/go}/bin
