@@ -1,21 +1,50 @@
 """`make run` (the README's first command) brings up a local 3-node cluster that answers the
-seed's own curl example, and Ctrl-C stops every node."""
+seed's own curl example, and Ctrl-C stops every node.
+
+`make run` keeps its cluster in the checkout's .local folder, which `distcache local up`
+refuses to reuse while a cluster runs from it. So test runs in one checkout take turns (a
+lock in .local), and a cluster someone started there by hand is left alone (skipped)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from distcache_node.local.runner import running_nodes
 from support import ROOT, free_port_range
+
+LOCAL = ROOT / ".local"
+
+
+@pytest.fixture
+def local_folder() -> Iterator[None]:
+    LOCAL.mkdir(exist_ok=True)
+    with open(LOCAL / ".test-lock", "w") as lock:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "another test run held .local for 5 min"
+                time.sleep(0.5)
+        running = running_nodes(LOCAL)
+        if running:
+            pytest.skip(f"a cluster started by hand runs from .local (pids {running}); "
+                        "`make run` would refuse to start, and this test does not stop it")
+        yield
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
-def test_make_run_answers_the_seed_curl_example(tmp_path) -> None:
+def test_make_run_answers_the_seed_curl_example(local_folder: None) -> None:
     base = free_port_range(3)
     proc = subprocess.Popen(
         ["make", "--no-print-directory", "run", f"BASE_PORT={base}"], cwd=ROOT,
@@ -46,7 +75,8 @@ def test_make_run_answers_the_seed_curl_example(tmp_path) -> None:
                 capture_output=True, text=True, check=True).stdout
             assert '"value":"Alice"' in got
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user would
+        with contextlib.suppress(ProcessLookupError):  # the group is gone if make failed
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user would
         proc.wait(timeout=60)
     for pid in pids:
         deadline = time.monotonic() + 20
