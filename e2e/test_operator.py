@@ -193,6 +193,65 @@ def test_operator_killed_mid_drain_resumes_and_loses_no_key(
     assert_all_readable(cache, written)
 
 
+def test_deleted_pod_is_degraded_meanwhile_refills_and_loses_no_key(
+        cache: CacheClient, written: dict[str, str]) -> None:
+    uid = kj("get", "pod", f"{NAME}-1")["metadata"]["uid"]
+    k("delete", "pod", f"{NAME}-1", "--wait=false")
+
+    def degraded() -> bool:
+        return condition(distcache(NAME), "Degraded").get("status") == "True"
+
+    wait_for("Degraded while the pod is away", degraded, 60, every=0.3)
+    wait_for("a new pod", lambda: kj("get", "pod", f"{NAME}-1")["metadata"]["uid"] != uid, 60)
+    wait_for("settled again", lambda: settled(NAME, 3), 180, every=1)
+    assert condition(distcache(NAME), "Degraded")["status"] == "False"
+    assert_all_readable(cache, written)
+
+
+def test_pod_template_change_rolls_one_pod_at_a_time_and_loses_no_key(
+        cache: CacheClient, written: dict[str, str]) -> None:
+    k("patch", f"distcache/{NAME}", "--type=merge",
+      "-p", '{"spec":{"podAnnotations":{"example.com/roll":"1"}}}')
+    most_unready = 0
+
+    def rolled() -> bool:
+        nonlocal most_unready
+        sts = kj("get", "statefulset", NAME)
+        st = sts.get("status") or {}
+        most_unready = max(most_unready, 3 - int(st.get("readyReplicas", 0)))
+        return (st.get("updateRevision") == st.get("currentRevision")
+                and st.get("updatedReplicas") == 3 and st.get("readyReplicas") == 3
+                and st.get("observedGeneration") == sts["metadata"]["generation"])
+
+    wait_for("every pod rolled", rolled, 300, every=0.5)
+    assert most_unready <= 1, f"{most_unready} pods were down at once"
+    pods = kj("get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]
+    assert all(p["metadata"].get("annotations", {}).get("example.com/roll") == "1"
+               for p in pods)
+    wait_for("settled after the roll", lambda: settled(NAME, 3), 120, every=1)
+    assert_all_readable(cache, written)
+
+
+def test_drift_is_put_back(cache: CacheClient) -> None:
+    uid = kj("get", "service", NAME)["metadata"]["uid"]
+    k("delete", "service", NAME)
+    wait_for("client Service recreated", lambda: kj("get", "service", NAME)["metadata"]["uid"]
+             != uid, 90, every=2)
+
+
+def test_leaving_pod_killed_during_its_drain_loses_no_key(
+        cache: CacheClient, written: dict[str, str]) -> None:
+    k("scale", f"distcache/{NAME}", "--replicas=4")
+    wait_for("4 active members", lambda: settled(NAME, 4), 300, every=1)
+    k("scale", f"distcache/{NAME}", "--replicas=3")
+    wait_for("cache-3 leaving", lambda: any(
+        m["id"] == f"{NAME}-3" and m["state"] == "leaving" for m in ring(NAME)["members"]),
+        60, every=0.1)
+    k("delete", "pod", f"{NAME}-3", "--force", "--grace-period=0", "--wait=false")
+    wait_for("3 active members", lambda: settled(NAME, 3), 300, every=1)
+    assert_all_readable(cache, written)
+
+
 def test_capacity_refusal_then_recovery(operator: None) -> None:
     name = "tiny"
     extra = "  maxMemory: 8Mi\n"

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from distcache_operator.handlers import Reconciler, forget
+from distcache_operator.handlers import Reconciler, forget, poke
 from distcache_operator.k8s import Api
 from distcache_operator.kubeapi import Credentials, KubeApi
 from distcache_operator.model import GROUP, PLURAL, VERSION
@@ -65,3 +65,12 @@ async def tick(body: kopf.Body, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def deleted(body: kopf.Body, **_: Any) -> None:
     await forget(str(body.metadata.uid))  # owner references delete the rest
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "distcache"})
+def pod_event(meta: kopf.Meta, **_: Any) -> None:
+    """A cache pod changed (deleted, restarted, ready): step its DistCache soon, so status
+    follows within a second or two instead of at the next idle check."""
+    name = meta.get("labels", {}).get("app.kubernetes.io/instance")
+    if name:
+        poke(str(meta.get("namespace")), str(name))

@@ -144,4 +144,4 @@ def decide(dc: DistCache, obs: Observed) -> Action:
                       migration="Draining", members=gone)
     if obs.sts_replicas is None or obs.sts_replicas != top:
         return Action("scale", f"StatefulSet to the ring's {top} pod(s)", replicas=top)
-    return Action("idle", "settled", delay=10.0)
+    return Action("idle", "settled", delay=5.0)

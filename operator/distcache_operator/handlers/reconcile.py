@@ -46,10 +46,18 @@ class _Cache:
 
 
 _caches: dict[str, _Cache] = {}
+_uids: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid, for poke()
 
 
 def cache_for(uid: str) -> _Cache:
     return _caches.setdefault(uid, _Cache())
+
+
+def poke(namespace: str, name: str) -> None:
+    """Something the DistCache owns changed (a pod): step it at the next timer tick."""
+    uid = _uids.get((namespace, name))
+    if uid is not None and uid in _caches:
+        _caches[uid].due = 0.0
 
 
 async def forget(uid: str) -> None:
@@ -79,6 +87,7 @@ class Reconciler:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         c = cache_for(uid)
+        _uids[(str(meta.get("namespace")), str(meta.get("name")))] = uid
         loop = asyncio.get_running_loop()
         if if_due and loop.time() < c.due:
             return c.due - loop.time()

@@ -98,3 +98,18 @@ def test_crd_matches_the_model() -> None:
     # Every property has a description or is a pass-through of a core type.
     for name, prop in props.items():
         assert prop.get("description"), name
+
+
+def test_crd_has_no_empty_values() -> None:
+    """A comma inside a flow mapping (`{description: a, b}`) silently makes keys: the API
+    server's strict decoding then refuses the CRD on update."""
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                assert value is not None, f"{path}.{key} is empty"
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+
+    walk(yaml.safe_load(CRD.read_text()), "")
