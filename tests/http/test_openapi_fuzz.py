@@ -252,6 +252,8 @@ def test_cluster_answers_and_headers_are_documented() -> None:
             if path in [*data, "/status"] and not response["description"].startswith(
                     ("`malformed_request`", "`too_many_connections`")):
                 assert "X-DistCache-Ring-Version" in headers, where
+                if status != "401":  # the limiter runs after the key check
+                    assert {"X-RateLimit-Limit", "X-RateLimit-Remaining"} <= headers, where
             if "content" in response and path != "/cluster/export":
                 assert "Content-Encoding" in headers, where  # gzip at >= 1 KiB
             if status == "429":
