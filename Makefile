@@ -41,12 +41,23 @@ scale: $(STAMP) ## Resize the `make run` cluster: make scale NODES=5
 
 .PHONY: test
 test: $(STAMP) ## Run every test tier this machine can run, kind e2e included (set-up included; SKIP_KIND=1 skips it)
-	@scripts/ensure-debs.sh curl=curl
+	@scripts/ensure-debs.sh curl=curl promtool=prometheus
+	@scripts/helm.sh --path >/dev/null || echo "helm not built: the chart tests will skip"
 	@scripts/test-tiers.sh $(PY) $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Only the fast in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# --- Helm chart and raw manifests (charts/distcache; helm from the Go module proxy, cached in
+# $$DISTCACHE_CACHE/bin/helm-<version> by scripts/helm.sh).
+.PHONY: manifests
+manifests: $(STAMP) ## Render charts/distcache into manifests/ (operator, examples); copy the CRDs and dashboards into the chart
+	$(PY) scripts/manifests.py
+
+.PHONY: helm
+helm: ## Build the pinned helm (scripts/helm.sh) and print its path
+	@scripts/helm.sh --path
 
 # --- Kubernetes test bed (kind, offline; build outputs cached in $$DISTCACHE_CACHE, default
 # /var/cache/distcache): see scripts/kind/README.md.
@@ -79,11 +90,19 @@ kind-down: ## Delete the kind cluster
 e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP_CLUSTER=1 keeps it)
 	@scripts/kind/e2e-tier.sh $(PY) $(PYTEST_ARGS)
 
+.PHONY: dashboards
+dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules in monitoring/generated/
+	$(PY) -m monitoring.generate
+
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy (strict)
-	$(VENV)/bin/ruff check node operator tests bench
+	$(VENV)/bin/ruff check node operator tests bench monitoring
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	@for f in charts/distcache/ci/*-values.yaml; do \
+	  echo "helm lint --strict charts/distcache -f $$f"; \
+	  scripts/helm.sh lint --strict --quiet charts/distcache -f $$f || exit 1; \
+	done
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks side by side with their anchors; writes docs/benchmarks.md

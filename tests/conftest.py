@@ -3,6 +3,7 @@
 - tests/unit     -> unit     (in-process, no sockets)
 - tests/http     -> http     (a real node app on a real loopback socket)
 - tests/cluster  -> cluster  (several real node processes on loopback)
+- tests/monitoring -> monitoring (dashboards and alert rules; a real Prometheus)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from support import API_KEY, ROOT, clean_env, free_port, wait_ready
 
 NODE_COMMAND = [sys.executable, "-m", "distcache_node.cli"]
 
-_TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster"}
+_TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster",
+                   "monitoring": "monitoring"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -108,6 +110,7 @@ _ALL_TIERS = {
     "unit": "in-process",
     "http": "real node servers on loopback",
     "cluster": "real node processes on loopback",
+    "monitoring": "dashboards, alert rules, a real Prometheus",
 }
 _NOT_YET = {
     "apiserver": "no tests yet: the operator (operator/) is a later stage",
