@@ -56,8 +56,13 @@ def _client() -> dict[str, str]:
 RING = Ring(MEMBERS, replication=2)
 
 
+# DISTCACHE_FUZZ_SCALE=10 runs ten times the examples per stage, for a longer hunt.
+SCALE = float(os.environ.get("DISTCACHE_FUZZ_SCALE", "1"))
+
+
 def fuzz_config(max_examples: int, coverage: bool, accepted: list[Any],
                 negative: bool = True) -> schemathesis.Config:
+    max_examples = max(1, round(max_examples * SCALE))
     return schemathesis.Config.from_dict({
         "request-timeout": 15,
         # Generation is timed on a machine busy with three nodes (and whatever else runs).
