@@ -17,7 +17,7 @@ import pytest
 
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
-from distcache_node.cluster.replication import required_acks
+from distcache_node.cluster.replication import VersionClock, required_acks
 from distcache_node.cluster.ring import Member, RingDoc
 from distcache_node.cluster.router import ClusterRouter
 from distcache_node.config import NodeConfig
@@ -289,3 +289,41 @@ async def test_an_explicit_quorum_above_the_live_owners_refuses(make_node: Make)
         await ClusterRouter(node).set("k", b"1", None)
     assert refused.value.status == 503
     assert "2 of 3" in refused.value.message
+
+
+class DyingPrimary(FakePeer):
+    """A primary that increments, replicates to its partner (this node), then dies before
+    answering: the caller sees a dropped connection, then refusals."""
+
+    def __init__(self, peer_id: str, partner: ClusterNode) -> None:
+        super().__init__(peer_id)
+        self.partner = partner
+        self.clock = VersionClock(peer_id)
+
+    async def incr(self, key: str, delta: int, ttl: float | None) -> tuple[int, int]:
+        self.calls += 1
+        if self.calls == 1:
+            self.partner.replica.apply([(key, str(delta).encode(), ttl, self.clock.next())], [])
+            raise PeerError(self.id, "POST /cluster/incr: ServerDisconnectedError()")
+        raise PeerError(self.id, "connection refused", refused=True)
+
+
+async def test_an_increment_the_dead_primary_may_have_applied_is_not_sent_again(
+    make_node: Make,
+) -> None:
+    """An increment is not idempotent: a call that got no answer may have been applied and
+    replicated, so it is a 503 ("may or may not"), never tried on the next owner."""
+    node = make_node(members=3, replication=2, me=0)
+    fakes = with_fake_peers(node)
+    key = key_where(node, lambda owners: owners == ["n1", "n0"])
+    primary = node.peers["n1"] = DyingPrimary("n1", node)  # type: ignore[assignment]
+    router = ClusterRouter(node)
+    with pytest.raises(ApiError) as unanswered:
+        await router.incr(key, 1, None)
+    assert unanswered.value.status == 503 and "may or may not" in unanswered.value.message
+    assert primary.calls == 1 and node.store.get(key) == b"1"  # counted once, by n1
+    # The client's next increment finds the primary refusing: this node takes over, with
+    # the stand-in n2 as the second copy.
+    assert await router.incr(key, 1, None) == 2
+    assert not node.is_alive("n1")
+    assert fakes["n2"].store.get(key) == b"2"
