@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 os.environ["DISTCACHE_OP_NAMESPACE"] = "distcache-op-bench"
 
 import ophelp
-from ophelp import CacheClient, k, kj, secret_value, settled, wait_for
+from ophelp import client_for, k, kj, settled, wait_for
 
 NAME = "bench"
 
@@ -42,7 +42,7 @@ def main() -> int:
         f"apiVersion: distcache.io/v1alpha1\nkind: DistCache\nmetadata:\n  name: {NAME}\n"
         "spec:\n  replicas: 3\n  imagePullPolicy: Never\n"))
     wait_for("bench Running", lambda: settled(NAME, 3), 240, every=1)
-    client = CacheClient(f"pod/{NAME}-0", secret_value(f"{NAME}-api-key", "api-key"))
+    client = client_for(NAME)
     items = {f"bench-{i}": f"value-{i}-" + "x" * 64 for i in range(args.keys)}
     t0 = time.monotonic()
     client.mset(items, batch=2000)

@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -22,7 +23,8 @@ NS = os.environ.get("DISTCACHE_OP_NAMESPACE", "distcache-op-e2e")
 OPERATOR_NS = "distcache-system"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
 
-__all__ = ["NS", "OPERATOR_NS", "OPERATOR_SA", "REPO", "CacheClient", "k", "kj", "wait_for"]
+__all__ = ["NS", "OPERATOR_NS", "OPERATOR_SA", "REPO", "CacheClient", "client_for", "k", "kj",
+           "wait_for"]
 
 
 def k(*args: str, check: bool = True, input: str | None = None,
@@ -45,10 +47,10 @@ class Forward:
         self.proc: subprocess.Popen[str] | None = None
         self.local_port = 0
 
-    def url(self) -> str:
+    def url(self, scheme: str = "http") -> str:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        return f"http://127.0.0.1:{self.local_port}"
+        return f"{scheme}://127.0.0.1:{self.local_port}"
 
     def _start(self) -> None:
         self.close()
@@ -90,19 +92,21 @@ class Forward:
 class CacheClient:
     """The data API through a port-forward to one pod (any pod answers for any key)."""
 
-    def __init__(self, target: str, api_key: str) -> None:
+    def __init__(self, target: str, api_key: str, ca_pem: str | None = None) -> None:
         self.forward = Forward(target)
         self.api_key = api_key
+        self.ssl = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+        self.scheme = "https" if ca_pem else "http"
 
     def request(self, method: str, path: str, body: Any = None,
                 retries: int = 5) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(retries):
             req = urllib.request.Request(
-                self.forward.url() + path, data=data, method=method,
+                self.forward.url(self.scheme) + path, data=data, method=method,
                 headers={"X-API-Key": self.api_key, "Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
+                with urllib.request.urlopen(req, timeout=60, context=self.ssl) as resp:
                     return resp.status, json.loads(resp.read() or b"null")
             except urllib.error.HTTPError as exc:
                 raw = exc.read()
@@ -141,6 +145,17 @@ class CacheClient:
 
     def close(self) -> None:
         self.forward.close()
+
+
+def client_for(name: str, pod: int = 0) -> CacheClient:
+    """A client of DistCache `name` through pod `pod`, with its API key and (TLS on, the
+    default) its CA from the Secrets the operator made."""
+    dc = distcache(name)
+    tls = (dc["spec"].get("tls") or {})
+    ca = None
+    if tls.get("enabled", True):
+        ca = secret_value(tls.get("secretName") or f"{name}-tls", "ca.crt")
+    return CacheClient(f"pod/{name}-{pod}", secret_value(f"{name}-api-key", "api-key"), ca)
 
 
 def distcache(name: str) -> dict[str, Any]:

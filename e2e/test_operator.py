@@ -22,13 +22,13 @@ from ophelp import (
     OPERATOR_SA,
     REPO,
     CacheClient,
+    client_for,
     condition,
     distcache,
     k,
     kj,
     operator_logs,
     ring,
-    secret_value,
     settled,
     wait_for,
 )
@@ -73,7 +73,7 @@ def cache(operator: None) -> Iterator[CacheClient]:
         print(k("get", "all,events", "-o", "wide", check=False).stdout)
         print(operator_logs())
         raise
-    client = CacheClient(f"pod/{NAME}-0", secret_value(f"{NAME}-api-key", "api-key"))
+    client = client_for(NAME)
     yield client
     client.close()
 
@@ -257,7 +257,7 @@ def test_capacity_refusal_then_recovery(operator: None) -> None:
     extra = "  maxMemory: 8Mi\n"
     k("apply", "-f", "-", input=dc_yaml(name, 3, extra))
     wait_for("tiny Running", lambda: settled(name, 3), 240, every=2)
-    client = CacheClient(f"pod/{name}-0", secret_value(f"{name}-api-key", "api-key"))
+    client = client_for(name)
     try:
         value = "x" * 2000
         items = {f"big-{i}": value for i in range(4000)}  # ~8 MB of data, 2 copies over 3 pods

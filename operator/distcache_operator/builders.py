@@ -17,6 +17,7 @@ from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default
 
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
+TLS_DIR = "/etc/distcache/tls"
 
 
 def owner_reference(dc: DistCache) -> dict[str, Any]:
@@ -66,13 +67,13 @@ def build_headless_service(dc: DistCache) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.peers_service),
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                      "selector": dict(dc.selector_labels),
-                     "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}}
+                     "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
 
 
 def build_client_service(dc: DistCache) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.client_service),
             "spec": {"type": "ClusterIP", "selector": dict(dc.selector_labels),
-                     "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}}
+                     "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
 
 
 def build_pdb(dc: DistCache) -> dict[str, Any]:
@@ -88,12 +89,15 @@ def node_args(dc: DistCache) -> list[str]:
         "--host=0.0.0.0",
         f"--port={PORT}",
         "--node-id=$(POD_NAME)",
-        f"--advertise-url=http://$(POD_NAME).{dc.peers_service}.$(POD_NAMESPACE)"
+        f"--advertise-url={dc.scheme}://$(POD_NAME).{dc.peers_service}.$(POD_NAMESPACE)"
         f".svc.cluster.local:{PORT}",
         f"--ring-file={RING_DIR}/{RING_KEY}",
         f"--replication={s.replication_factor}",
         f"--max-memory={s.max_memory}",
     ]
+    if s.tls_enabled:
+        args += [f"--tls-cert={TLS_DIR}/tls.crt", f"--tls-key={TLS_DIR}/tls.key",
+                 f"--tls-ca={TLS_DIR}/ca.crt"]
     if s.write_quorum:
         args.append(f"--write-quorum={s.write_quorum}")
     if s.rate_limit:
@@ -108,7 +112,7 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
     not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go."""
     s = dc.spec
     api_key = dc.api_key_secret
-    probe = {"path": "/readyz", "port": PORT, "scheme": "HTTP"}
+    probe = {"path": "/readyz", "port": PORT, "scheme": dc.scheme.upper()}
     container: dict[str, Any] = {
         "name": "node",
         "image": s.image or default_image(),
@@ -124,7 +128,7 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
              "valueFrom": {"secretKeyRef": {"name": dc.cluster_secret,
                                             "key": "cluster-secret"}}},
         ],
-        "ports": [{"name": "http", "containerPort": PORT}],
+        "ports": [{"name": dc.scheme, "containerPort": PORT}],
         "readinessProbe": {"httpGet": probe, "periodSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {**probe, "path": "/healthz"}, "initialDelaySeconds": 5,
                           "periodSeconds": 10, "failureThreshold": 3},
@@ -150,6 +154,11 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
             {"name": "ring", "configMap": {"name": dc.ring_configmap}},
         ],
     }
+    if s.tls_enabled:
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR,
+                                          "readOnly": True})
+        pod_spec["volumes"].append({"name": "tls", "secret": {"secretName": dc.tls_secret,
+                                                              "defaultMode": 0o440}})
     if s.affinity:
         pod_spec["affinity"] = s.affinity
     if s.tolerations:

@@ -90,6 +90,8 @@ class DistCacheSpec:
     priority_class_name: str = ""
     pod_annotations: dict[str, str] = field(default_factory=dict)
     pod_labels: dict[str, str] = field(default_factory=dict)
+    tls_enabled: bool = True
+    tls_secret_name: str = ""  # empty: the operator issues a CA and a certificate
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,19 @@ class DistCache:
         return self.spec.api_key_ref or SecretKeyRef(f"{self.name}-api-key", "api-key")
 
     @property
+    def tls_secret(self) -> str:
+        """tls.crt, tls.key and ca.crt: the user's (spec.tls.secretName) or the operator's."""
+        return self.spec.tls_secret_name or f"{self.name}-tls"
+
+    @property
+    def ca_secret(self) -> str:
+        return f"{self.name}-ca"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.spec.tls_enabled else "http"
+
+    @property
     def statefulset(self) -> str:
         return self.name
 
@@ -156,7 +171,7 @@ class DistCache:
         return f"{self.name}-{ordinal}"
 
     def member_url(self, ordinal: int) -> str:
-        return (f"http://{self.member_id(ordinal)}.{self.peers_service}.{self.namespace}"
+        return (f"{self.scheme}://{self.member_id(ordinal)}.{self.peers_service}.{self.namespace}"
                 f".svc.cluster.local:{PORT}")
 
     @staticmethod
@@ -205,6 +220,7 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         if not ref.get("name"):
             raise SpecError("spec.auth.apiKeySecretRef.name is required")
         api_key_ref = SecretKeyRef(str(ref["name"]), str(ref.get("key") or "api-key"))
+    tls = spec.get("tls") or {}
     rate = spec.get("rateLimit") or {}
     pdb = spec.get("podDisruptionBudget") or {}
     return DistCacheSpec(
@@ -228,4 +244,6 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         priority_class_name=str(spec.get("priorityClassName") or ""),
         pod_annotations=dict(spec.get("podAnnotations") or {}),
         pod_labels=dict(spec.get("podLabels") or {}),
+        tls_enabled=bool(tls.get("enabled", True)),
+        tls_secret_name=str(tls.get("secretName") or ""),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import aiohttp
 from distcache_node.cluster.coordinator import Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient, make_session
 from distcache_node.cluster.ring import Member, RingDoc, RingError
-from distcache_operator import builders, status
+from distcache_operator import builders, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
 from distcache_operator.kubeapi import ApiError
 from distcache_operator.model import DistCache, SpecError
@@ -38,7 +39,7 @@ class _Cache:
     """Per-DistCache memory that only saves work (lost on restart, nothing depends on it)."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    secret: str | None = None
+    secret: tuple[str, str | None] | None = None  # cluster secret, CA: the session's
     session: aiohttp.ClientSession | None = None
     applied_at: float = 0.0
     due: float = 0.0
@@ -129,10 +130,20 @@ class Reconciler:
             return await self._problem(dc, previous, c, "SecretMissing",
                                        f"{exc}: create it (spec.auth.apiKeySecretRef) or "
                                        "remove the reference to let the operator generate one")
-        if c.secret != secret:
+        ca_pem: str | None = None
+        if dc.spec.tls_enabled:
+            try:
+                ca_pem = await self._tls(dc)
+            except NotFound as exc:
+                return await self._problem(dc, previous, c, "SecretMissing",
+                                           f"{exc}: spec.tls.secretName must name a Secret "
+                                           "with tls.crt, tls.key and ca.crt (or leave it "
+                                           "empty to let the operator issue certificates)")
+        if c.secret != (secret, ca_pem):
             if c.session is not None:
                 await c.session.close()
-            c.secret, c.session = secret, make_session(secret, None)
+            ssl_ctx = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+            c.secret, c.session = (secret, ca_pem), make_session(secret, ssl_ctx)
         store = ConfigMapRingStore(self.api, dc)
         try:
             ring = await store.load_or_none()
@@ -173,6 +184,30 @@ class Reconciler:
         pods = await self.api.pods_ready(dc)
         await self.api.patch_status(dc, status.compute(dc, obs, action, pods, previous))
         return delay
+
+    async def _tls(self, dc: DistCache) -> str:
+        """The CA the nodes' certificates chain to; issues CA and certificate when the
+        operator owns them and they are missing."""
+        if not dc.spec.tls_secret_name:
+            try:
+                ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
+                ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
+            except NotFound:
+                ca = tls.issue_ca(dc)
+                if await self.api.create_secret_if_missing(ca):
+                    await self.api.event(dc, "SecretCreated", f"issued CA {dc.ca_secret}")
+                ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
+                ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
+            try:
+                await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
+            except NotFound:
+                cert = tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode())
+                if await self.api.create_secret_if_missing(cert):
+                    await self.api.event(dc, "SecretCreated",
+                                         f"issued certificate {dc.tls_secret}")
+        for key in ("tls.crt", "tls.key"):
+            await self.api.read_secret_key(dc.namespace, dc.tls_secret, key)
+        return await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
 
     def _client(self, c: _Cache, member: Member) -> PeerClient:
         assert c.session is not None

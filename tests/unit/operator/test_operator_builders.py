@@ -120,3 +120,45 @@ def test_ring_configmap_holds_a_valid_initial_ring(make_dc) -> None:
     assert [(m.id, m.state) for m in doc.members] == [
         ("cache-0", "active"), ("cache-1", "active"), ("cache-2", "active")]
     assert doc.members[0].url == dc.member_url(0)
+
+
+def test_tls_on_by_default_mounts_the_certificate_and_probes_https(make_dc) -> None:
+    pod = build_statefulset(make_dc(), 3)["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert "--tls-cert=/etc/distcache/tls/tls.crt" in c["args"]
+    assert "--tls-ca=/etc/distcache/tls/ca.crt" in c["args"]
+    assert any(a.startswith("--advertise-url=https://") for a in c["args"])
+    assert {"name": "tls", "secret": {"secretName": "cache-tls", "defaultMode": 0o440}} in \
+        pod["volumes"]
+    off = build_statefulset(make_dc(tls={"enabled": False}), 3)["spec"]["template"]["spec"]
+    (c,) = off["containers"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert not any(a.startswith("--tls") for a in c["args"])
+    assert all(v["name"] != "tls" for v in off["volumes"])
+
+
+def test_issued_certificate_names_every_pod_and_chains_to_the_ca(make_dc) -> None:
+    import base64
+
+    from cryptography import x509
+
+    from distcache_operator import tls
+
+    dc = make_dc()
+    ca = tls.issue_ca(dc)
+    _owned(ca, dc)
+    raw = {k: base64.b64decode(v) for k, v in ca["data"].items()}
+    cert_secret = tls.issue_node_cert(dc, raw["ca.crt"], raw["ca.key"])
+    _owned(cert_secret, dc)
+    assert cert_secret["type"] == "kubernetes.io/tls"
+    files = {k: base64.b64decode(v) for k, v in cert_secret["data"].items()}
+    assert files["ca.crt"] == raw["ca.crt"]
+    cert = x509.load_pem_x509_certificate(files["tls.crt"])
+    ca_cert = x509.load_pem_x509_certificate(raw["ca.crt"])
+    cert.verify_directly_issued_by(ca_cert)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = sans.get_values_for_type(x509.DNSName)
+    assert "*.cache-peers.ns.svc.cluster.local" in names and "cache.ns.svc" in names
+    assert "localhost" in names

@@ -30,7 +30,11 @@ def test_names_selector_and_member_urls(make_dc) -> None:
         "cache-peers", "cache-ring", "cache-cluster")
     assert dc.selector == "app.kubernetes.io/name=distcache,app.kubernetes.io/instance=cache"
     assert dc.member_id(4) == "cache-4" and DistCache.ordinal("cache-4") == 4
-    assert dc.member_url(0) == "http://cache-0.cache-peers.ns.svc.cluster.local:8080"
+    assert dc.member_url(0) == "https://cache-0.cache-peers.ns.svc.cluster.local:8080"
+    assert (dc.tls_secret, dc.ca_secret) == ("cache-tls", "cache-ca")
+    plain = make_dc(tls={"enabled": False})
+    assert plain.member_url(0) == "http://cache-0.cache-peers.ns.svc.cluster.local:8080"
+    assert make_dc(tls={"secretName": "mine"}).tls_secret == "mine"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
