@@ -333,6 +333,27 @@ def test_drain_answers_as_documented(two_down: str) -> None:
     assert got.json()["state"] == "leaving"
 
 
+def test_ring_pushes_answer_as_documented(two_down: str) -> None:
+    """The PUT /cluster/ring answers the fuzzer is unlikely to reach on its own."""
+    peer = {"X-DistCache-Cluster-Secret": SECRET}
+    ring = _call(EXPLICIT, two_down, "/cluster/ring", "GET", headers=peer).json()
+    version = ring["version"]
+    assert version >= 2  # the drain published a ring with node-0 leaving
+    for doc, status, error in [
+        ({**ring, "version": version - 1}, 409, "stale_ring"),
+        ({**ring, "replication": 3 - ring["replication"]}, 409, "ring_conflict"),
+        ({**ring, "version": version + 1,
+          "members": [{"id": "x", "url": "ftp://127.0.0.1:1"}]}, 400, "invalid_ring"),
+        ({**ring, "version": "2"}, 400, "invalid_ring"),
+    ]:
+        got = _call(EXPLICIT, two_down, "/cluster/ring", "PUT", body=doc, headers=peer)
+        assert (got.status_code, got.json()["error"]) == (status, error), got.text
+    got = _call(EXPLICIT, two_down, "/cluster/ring", "PUT", body=ring, headers=peer)
+    assert got.json() == {"accepted": True, "changed": False, "version": version}
+    got = _call(EXPLICIT, two_down, "/cluster/ring", "PUT", body=ring, headers=AUTH)
+    assert (got.status_code, got.json()["error"]) == (403, "forbidden")
+
+
 @PEER_WRITES.parametrize()
 def test_fuzz_peer_endpoints(case: Any, two_down: str) -> None:
     case.call_and_validate(base_url=two_down, headers=_client())
