@@ -44,7 +44,9 @@ def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: f
 
 
 def kubectl_json(*args: str, namespace: str | None = NAMESPACE) -> Any:
-    return json.loads(kubectl(*args, "-o", "json", namespace=namespace).stdout)
+    """kubectl's answer as JSON (`get --raw` answers JSON already and refuses -o)."""
+    output = () if "--raw" in args else ("-o", "json")
+    return json.loads(kubectl(*args, *output, namespace=namespace).stdout)
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float,
