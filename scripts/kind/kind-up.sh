@@ -21,11 +21,14 @@ PROJECT_IMAGES=("distcache/node:$VERSION" "distcache/operator:$VERSION")
 node=$CLUSTER_NAME-control-plane
 if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   running_image=$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null || true)
-  if [ "$running_image" = "$NODE_IMAGE" ] && [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" = true ]; then
+  if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
+    log "cluster $CLUSTER_NAME is stopped: recreating it"
+    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2
+  elif [ "$running_image" = "$NODE_IMAGE" ]; then
     log "cluster $CLUSTER_NAME already runs on $NODE_IMAGE: reusing it"
   else
-    log "cluster $CLUSTER_NAME runs on ${running_image:-?} (not $NODE_IMAGE) or is stopped: recreating"
-    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2
+    # Someone may be working on it: never delete a running cluster behind their back.
+    log "cluster $CLUSTER_NAME runs on ${running_image:-?}, not the current $NODE_IMAGE: reusing it (make kind-down && make kind-up to move on)"
   fi
 fi
 if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
