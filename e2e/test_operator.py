@@ -125,6 +125,26 @@ def test_create_makes_owned_objects_status_conditions_and_columns(
     assert status == 200
 
 
+def test_tls_is_on_by_default_with_an_operator_issued_ca(cache: CacheClient) -> None:
+    assert cache.scheme == "https"  # the client verifies the pod against <name>-tls's CA
+    status, _ = cache.request("GET", "/status")
+    assert status == 200
+    r = ring(NAME)
+    assert all(m["url"].startswith("https://") for m in r["members"])
+    assert kj("get", "secret", f"{NAME}-tls")["type"] == "kubernetes.io/tls"
+    assert "ca.key" in kj("get", "secret", f"{NAME}-ca")["data"]
+    # Plain HTTP gets no answer from a TLS port.
+    plain = CacheClient(f"pod/{NAME}-0", cache.api_key)
+    try:
+        with pytest.raises(OSError):
+            plain.request("GET", "/status", retries=1)
+    finally:
+        plain.close()
+    proc = k("patch", f"distcache/{NAME}", "--type=merge",
+             "-p", '{"spec":{"tls":{"enabled":false}}}', check=False)
+    assert proc.returncode != 0 and "tls.enabled cannot change" in proc.stderr
+
+
 @pytest.mark.parametrize(("extra", "replicas", "message"), [
     ("", -1, "spec.replicas"),
     ("  replicationFactor: 3\n", 2, "replicationFactor must not exceed replicas"),
