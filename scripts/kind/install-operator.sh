@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-operator.sh: the DistCache CRD, the operator's RBAC and its Deployment on the cluster
 # of $KUBECONFIG (make kind-up calls it after loading the images). Plain manifests from
-# manifests/; the operator runs from distcache/operator:<version> as its own ServiceAccount.
+# manifests/ (rendered from charts/distcache by `make manifests`); the operator runs from
+# distcache/operator:<version> as its own ServiceAccount.
 # When the loaded operator image changed (same tag, new build), the Deployment rolls.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -13,6 +14,15 @@ IMAGE=${OPERATOR_IMAGE:-distcache/operator:$VERSION}
 log "installing the DistCache CRD, RBAC and operator ($IMAGE)"
 "$KUBECTL" apply -f "$REPO_ROOT/manifests/crds/" >&2
 "$KUBECTL" wait --for=condition=Established crd/distcaches.distcache.io --timeout=60s >&2
+# manifests/operator/ is rendered from charts/distcache (make manifests), whose Deployment
+# selector also names the instance; a selector is immutable, so a Deployment created from the
+# older hand-written manifests (selector without it) is replaced once.
+sel=$("$KUBECTL" -n distcache-system get deployment distcache-operator --ignore-not-found \
+  -o jsonpath='{.spec.selector.matchLabels}' 2>/dev/null || true)
+if [ -n "$sel" ] && [[ $sel != *app.kubernetes.io/instance* ]]; then
+  log "replacing the operator Deployment (its selector predates the chart)"
+  "$KUBECTL" -n distcache-system delete deployment distcache-operator --wait=true >&2
+fi
 "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null | cut -c8-19 || true)
 if [ -n "$image_id" ]; then
