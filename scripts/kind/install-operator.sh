@@ -21,7 +21,8 @@ sel=$("$KUBECTL" -n distcache-system get deployment distcache-operator --ignore-
   -o jsonpath='{.spec.selector.matchLabels}' 2>/dev/null || true)
 if [ -n "$sel" ] && [[ $sel != *app.kubernetes.io/instance* ]]; then
   log "replacing the operator Deployment (its selector predates the chart)"
-  "$KUBECTL" -n distcache-system delete deployment distcache-operator --wait=true >&2
+  "$KUBECTL" -n distcache-system delete deployment distcache-operator --cascade=foreground \
+    --wait=true --timeout=120s >&2  # its pod gone first: never two operators at once
 fi
 "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null | cut -c8-19 || true)
