@@ -42,8 +42,9 @@ def secret_value(name: str, key: str) -> str:
 
 
 class Forward:
-    def __init__(self, target: str, port: int = 8080) -> None:
+    def __init__(self, target: str, port: int = 8080, namespace: str | None = None) -> None:
         self.target, self.port = target, port
+        self.namespace = namespace or NS
         self.proc: subprocess.Popen[str] | None = None
         self.local_port = 0
 
@@ -57,7 +58,7 @@ class Forward:
         exe = kubectl_path()
         assert exe
         self.proc = subprocess.Popen(
-            [exe, "-n", NS, "port-forward", "--address", "127.0.0.1", self.target,
+            [exe, "-n", self.namespace, "port-forward", "--address", "127.0.0.1", self.target,
              f":{self.port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None

@@ -363,6 +363,26 @@ def test_operator_service_account_can_do_its_job_and_nothing_more(
     assert proc.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, proc.stdout)
 
 
+def test_operator_serves_its_own_metrics(operator: None) -> None:
+    import urllib.request
+
+    from ophelp import Forward
+
+    fwd = Forward("deployment/distcache-operator", 9090, namespace=OPERATOR_NS)
+    try:
+        text = wait_for("operator metrics", lambda: urllib.request.urlopen(
+            fwd.url() + "/metrics", timeout=10).read().decode(), 30, every=1)
+    finally:
+        fwd.close()
+    for name in ("distcache_operator_reconciles_total", "distcache_operator_actions_total",
+                 "distcache_operator_scale_operations_total", "distcache_operator_drains_total",
+                 "distcache_operator_reconcile_duration_seconds_bucket"):
+        assert name in text, name
+    ok = [line for line in text.splitlines()
+          if line.startswith('distcache_operator_reconciles_total{outcome="ok"}')]
+    assert ok and float(ok[0].split()[-1]) > 0
+
+
 def test_operator_pod_runs_as_its_service_account(operator: None) -> None:
     pods = kj("get", "pods", "-l", "app.kubernetes.io/name=distcache-operator",
               namespace=OPERATOR_NS)["items"]

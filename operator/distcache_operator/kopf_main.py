@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from distcache_operator import metrics
 from distcache_operator.handlers import Reconciler, forget, poke
 from distcache_operator.k8s import Api
 from distcache_operator.kubeapi import Credentials, KubeApi
@@ -31,7 +32,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
@@ -41,7 +42,8 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     # kopf logs every handler run; a 1 s timer would flood the log.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     _state["reconciler"] = Reconciler(Api(KubeApi(Credentials.load())))
-    logger.info("distcache-operator started")
+    port = metrics.serve()
+    logger.info("distcache-operator started (metrics on :%s/metrics)", port)
 
 
 @kopf.on.cleanup()

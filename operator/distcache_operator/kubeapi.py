@@ -62,8 +62,8 @@ class Credentials:
         ctx_name = conf.get("current-context")
         context = next(c["context"] for c in conf["contexts"] if c["name"] == ctx_name)
         cluster = next(c["cluster"] for c in conf["clusters"] if c["name"] == context["cluster"])
-        user = next((u["user"] for u in conf.get("users", []) if u["name"] == context["user"]),
-                    {})
+        users = [u["user"] for u in conf.get("users", []) if u["name"] == context["user"]]
+        user: dict[str, Any] = users[0] if users else {}
         tmp = Path(tempfile.mkdtemp(prefix="distcache-kube-"))
 
         def material(data_key: str, file_key: str, holder: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ import aiohttp
 from distcache_node.cluster.coordinator import Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient, make_session
 from distcache_node.cluster.ring import Member, RingDoc, RingError
-from distcache_operator import builders, status, tls
+from distcache_operator import builders, metrics, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
 from distcache_operator.kubeapi import ApiError
 from distcache_operator.model import DistCache, SpecError
@@ -32,6 +32,7 @@ log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
 CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
+PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
 
 
 @dataclass
@@ -100,12 +101,16 @@ class Reconciler:
             if fresh is None or fresh["metadata"].get("uid") != uid \
                     or fresh["metadata"].get("deletionTimestamp"):
                 return 60.0
+            started = loop.time()
             try:
                 delay = await self._step(fresh, c, force_apply)
+                metrics.STEPS.labels("problem" if delay == PROBLEM_DELAY else "ok").inc()
             except (TimeoutError, ApiError, aiohttp.ClientError, RingConflict) as exc:
                 log.warning("%s/%s: step failed, retrying: %s", meta.get("namespace"),
                             meta.get("name"), exc)
+                metrics.STEPS.labels("retry").inc()
                 delay = 2.0
+            metrics.STEP_SECONDS.observe(loop.time() - started)
             c.due = loop.time() + delay
             return delay
 
@@ -117,10 +122,10 @@ class Reconciler:
         except SpecError as exc:
             return await self._invalid(body, previous, str(exc))
         # Secrets first: the pods need them, the operator needs the cluster secret.
-        for secret in builders.build_secrets(dc):
-            if await self.api.create_secret_if_missing(secret):
+        for generated in builders.build_secrets(dc):
+            if await self.api.create_secret_if_missing(generated):
                 await self.api.event(dc, "SecretCreated", f"generated Secret "
-                                     f"{secret['metadata']['name']}")
+                                     f"{generated['metadata']['name']}")
         try:
             ref = dc.api_key_secret
             await self.api.read_secret_key(dc.namespace, ref.name, ref.key)
@@ -176,13 +181,19 @@ class Reconciler:
         obs = Observed(ring, sts, statuses, transition_since=_parse_time(mig.get("started")),
                        now=dt.datetime.now(dt.UTC).timestamp())
         action = decide(dc, obs)
-        delay = await self._act(dc, action, ring, store, coordinator, c, previous)
+        delay = await self._act(dc, action, ring, store, coordinator, c, sts)
         if action.kind in ("publish", "remove", "drop_dead", "create_ring") and action.doc:
             obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
         pods = await self.api.pods_ready(dc)
-        await self.api.patch_status(dc, status.compute(dc, obs, action, pods, previous))
+        computed = status.compute(dc, obs, action, pods, previous)
+        await self.api.patch_status(dc, computed)
+        if action.kind not in ("wait", "idle"):
+            metrics.ACTIONS.labels(action.kind).inc()
+        metrics.KEYS_REMAINING.labels(dc.namespace, dc.name).set(
+            computed["migration"]["keysRemaining"])
+        metrics.RING_VERSION.labels(dc.namespace, dc.name).set(computed["ringVersion"])
         return delay
 
     async def _tls(self, dc: DistCache) -> str:
@@ -224,13 +235,15 @@ class Reconciler:
 
     async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
                    store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,
-                   previous: Mapping[str, Any]) -> float:
+                   sts_before: int | None) -> float:
         kind = action.kind
         if kind != "refuse":
             c.last_event = None
         if kind == "scale":
             assert action.replicas is not None
             await self.api.scale_statefulset(dc, action.replicas)
+            metrics.SCALES.labels("up" if action.replicas > (sts_before or 0)
+                                  else "down").inc()
             await self.api.event(dc, "Scaling", action.reason)
             return 1.0
         if kind == "publish":
@@ -249,6 +262,7 @@ class Reconciler:
             await store.save(action.doc, ring)
             await coordinator.push(action.doc, ring.members)  # the leaving ones hear it too
             await self.api.event(dc, "Drained", f"ring v{action.doc.version}: {action.reason}")
+            metrics.DRAINS.inc(len(action.members))
             return 0.5
         if kind == "drop_dead":
             assert action.doc is not None
@@ -285,7 +299,7 @@ class Reconciler:
             if key in previous:
                 st[key] = previous[key]
         await self.api.patch_status(dc, st)
-        return 10.0
+        return PROBLEM_DELAY
 
     async def _invalid(self, body: Mapping[str, Any], previous: Mapping[str, Any],
                        message: str) -> float:

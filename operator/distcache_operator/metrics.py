@@ -1,0 +1,32 @@
+"""The operator's own Prometheus metrics (distcache_operator_*), served on :9090/metrics."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+STEPS = Counter("distcache_operator_reconciles_total",
+                "Reconcile steps, by outcome (ok, retry: an API or node call failed, "
+                "problem: a user's mistake reported as Degraded)", ["outcome"])
+STEP_SECONDS = Histogram("distcache_operator_reconcile_duration_seconds",
+                         "Time of one reconcile step",
+                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ACTIONS = Counter("distcache_operator_actions_total",
+                  "Actions taken: scale, publish (ring change), remove (drained members out), "
+                  "drop_dead, refuse, create_ring", ["action"])
+SCALES = Counter("distcache_operator_scale_operations_total",
+                 "StatefulSet scale operations, by direction", ["direction"])
+DRAINS = Counter("distcache_operator_drains_total", "Members drained and removed from a ring")
+KEYS_REMAINING = Gauge("distcache_operator_migration_keys_remaining",
+                       "Keys still to move in the DistCache's ring change",
+                       ["namespace", "name"])
+RING_VERSION = Gauge("distcache_operator_ring_version", "Ring version of the DistCache",
+                     ["namespace", "name"])
+
+
+def serve() -> int:
+    port = int(os.environ.get("DISTCACHE_OPERATOR_METRICS_PORT", "9090"))
+    if port:
+        start_http_server(port)
+    return port
