@@ -21,6 +21,15 @@ if [ $prc -ne 0 ]; then
 fi
 
 take_lock e2e-tier
+if [ "${CI:-}" = true ]; then
+  # CI runs on a developer's machine after their session: kind clusters they left (now
+  # restarted with dockerd) would only compete for the 2 cores. Stopped, not deleted.
+  others=$(docker ps --filter label=io.x-k8s.kind.cluster --format '{{.Names}}' | grep -v "^$KIND_CLUSTER_NAME-" || true)
+  if [ -n "$others" ]; then
+    log "CI: stopping other kind clusters' nodes: $(echo $others)"
+    docker stop $others >/dev/null || true
+  fi
+fi
 # Always a fresh cluster: one left from an earlier run may predate a dockerd restart.
 "$KIND_SCRIPTS/kind-down.sh" >/dev/null 2>&1
 up=$("$KIND_SCRIPTS/kind-up.sh"); urc=$?
