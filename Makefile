@@ -98,6 +98,7 @@ dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules in mon
 lint: $(STAMP) ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check node operator tests bench monitoring
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy monitoring
 	$(VENV)/bin/lint-imports
 	@for f in charts/distcache/ci/*-values.yaml; do \
 	  echo "helm lint --strict charts/distcache -f $$f"; \
