@@ -74,7 +74,7 @@ kind-preflight: ## Say what this machine lacks for the kind test bed (Docker, ru
 	@scripts/kind/preflight.sh
 
 .PHONY: kind-node-image
-kind-node-image: ## Build the offline kind node image (Kubernetes v1.34.4; cold ~45 min, cached after)
+kind-node-image: ## Build the offline kind node image (Kubernetes v1.34.4; cold ~20-25 min on 2 cores, cached after)
 	@scripts/kind/ensure-docker.sh
 	scripts/kind/build-node-image.sh
 

@@ -2,7 +2,7 @@
 # build-binaries.sh [all|kind|kubernetes|etcd|coredns|crictl|pause]: build the offline kind
 # test bed's binaries from the Go module proxy into $DISTCACHE_CACHE/kind/bin/<name>-<version>/.
 # A directory with a .done file is complete and never rebuilt; a pin change in versions.env
-# names a new directory. Cold: ~45 min on 2 cores (Go caches ~8 GB, kept in ~/.cache/go-build
+# names a new directory. Cold: ~17 min on 2 cores (Go caches ~8.5 GB, kept in ~/.cache/go-build
 # and ~/go/pkg/mod); warm: seconds.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
