@@ -27,13 +27,15 @@ def test_dashboards_are_valid_grafana_json() -> None:
     for name in dashboards.DASHBOARDS:
         board = json.loads((GENERATED / name).read_text())
         assert board["uid"] and board["title"] and board["panels"]
-        ids = set()
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: panel ids repeat"
         for panel in board["panels"]:
             assert panel["gridPos"]["w"] <= 24
             if panel["type"] != "row":
                 assert panel.get("targets"), f"{name}: panel {panel['title']} has no query"
+                refs = [target["refId"] for target in panel["targets"]]
+                assert len(refs) == len(set(refs)), f"{name}: {panel['title']} repeats a refId"
                 for target in panel["targets"]:
-                    ids.add((panel["title"], target["refId"]))
                     assert target["datasource"]["uid"] == "${datasource}"
 
 
