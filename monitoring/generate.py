@@ -27,7 +27,7 @@ def render() -> dict[str, str]:
     for name, build in dashboards.DASHBOARDS.items():
         board: Any = json.loads(json.dumps(build(), cls=JSONEncoder))
         for number, panel in enumerate(board["panels"], 1):
-            panel.setdefault("id", number)  # stable ids: links and provisioning keep them
+            panel["id"] = number  # stable, unique ids (rows come with id 0)
         out[name] = json.dumps(board, indent=2, sort_keys=True) + "\n"
     out[RULES_FILE] = RULES_HEADER + yaml.safe_dump(
         alerts.rule_groups(), sort_keys=False, width=1000, allow_unicode=True)
