@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,8 @@ EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "  kubectl -n demo create secret generic cache-tls --from-file=tls.crt=node.pem \\\n"
         "    --from-file=tls.key=node.key --from-file=ca.crt=ca.pem\n"
         "  kubectl -n demo apply -f manifests/examples/tls-secret.yaml\n"
-        "Needs an operator whose CRD has spec.tls (the operator issue's TLS stage); the CRD of\n"
-        "this version refuses the field.",
+        "The certificate must name every pod (*.cache-tls-peers.demo.svc.cluster.local) and the\n"
+        "client Service (cache-tls.demo.svc); without secretName the operator issues one.",
         {"name": "cache-tls", "tls": {"enabled": True, "secretName": "cache-tls"}}),
     "production": (
         "Resources, a PodDisruptionBudget and topology spread: 5 pods of 1 GiB, 512Mi of data\n"
@@ -98,8 +99,8 @@ def helm() -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
-def template(*args: str) -> str:
-    proc = subprocess.run([helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+def template(chart: Path, *args: str) -> str:
+    proc = subprocess.run([helm(), "template", RELEASE, str(chart), "--namespace", NAMESPACE,
                            *args], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"helm template failed:\n{proc.stderr}")
@@ -138,15 +139,28 @@ def expected() -> dict[Path, bytes]:
             out[CHART / "files" / "prometheus-rules.yaml"] = (
                 "# Merged by `make manifests` from monitoring/generated/: do not edit here.\n"
                 + yaml.safe_dump({"groups": groups}, sort_keys=False)).encode()
+    # The chart as it will be once the copies are in place (--check writes nothing).
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "distcache"
+        shutil.copytree(CHART, chart)
+        for path, data in out.items():
+            (chart / path.relative_to(CHART)).parent.mkdir(parents=True, exist_ok=True)
+            (chart / path.relative_to(CHART)).write_bytes(data)
+        out.update(rendered(chart))
+    return out
+
+
+def rendered(chart: Path) -> dict[Path, bytes]:
+    out: dict[Path, bytes] = {}
     # 2. the operator, rendered with the default values (plus its namespace).
-    docs = by_source(template("--set", "namespace.create=true"))
+    docs = by_source(template(chart, "--set", "namespace.create=true"))
     unplaced = set(docs) - {t for ts in OPERATOR_FILES.values() for t in ts}
     if unplaced:
         sys.exit(f"templates rendered by default but not placed in manifests/: {sorted(unplaced)}")
-    monitoring = by_source(template("--set", "metrics.serviceMonitor.enabled=true"))
-    for files, rendered in ((OPERATOR_FILES, docs), (MONITORING_FILES, monitoring)):
+    monitoring = by_source(template(chart, "--set", "metrics.serviceMonitor.enabled=true"))
+    for files, source in ((OPERATOR_FILES, docs), (MONITORING_FILES, monitoring)):
         for name, templates in files.items():
-            body = "---\n".join(rendered[t] for t in templates if t in rendered)
+            body = "---\n".join(source[t] for t in templates if t in source)
             if body:
                 out[MANIFESTS / name] = (HEADER + body).encode()
     # 3. the examples: the DistCache template alone, without chart labels or namespace.
@@ -154,8 +168,9 @@ def expected() -> dict[Path, bytes]:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values:
             yaml.safe_dump({"cache": {"enabled": True, **cache}}, values)
             values.flush()
-            doc = yaml.safe_load(by_source(template("-f", values.name, "--show-only",
-                                                    "templates/distcache.yaml"))["distcache.yaml"])
+            docs = by_source(template(chart, "-f", values.name,
+                                      "--show-only", "templates/distcache.yaml"))
+        doc = yaml.safe_load(docs["distcache.yaml"])
         doc["metadata"] = {"name": doc["metadata"]["name"]}
         text = "# " + comment.replace("\n", "\n# ") + "\n"
         out[MANIFESTS / "examples" / f"{name}.yaml"] = (
