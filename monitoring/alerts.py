@@ -54,11 +54,9 @@ _REFUSED = (f'sum by ({BY}) (rate(distcache_requests_total{{op=~"{WRITE_OPS}", '
 _WRITES = f'sum by ({BY}) (rate(distcache_requests_total{{op=~"{WRITE_OPS}"}}[5m]))'
 _PLACED = f"min by ({BY}) (distcache_migration_done)"
 _MOVED = f"sum by ({BY}) (increase(distcache_migration_keys_moved_total[15m]))"
-_OP_BY = "namespace, job, cache_namespace, cache"
-_OP_ERRORS = (f"sum by ({_OP_BY}) "
-              '(increase(distcache_operator_reconciles_total{result="error"}[15m]))')
-_OP_SUCCESS = (f"sum by ({_OP_BY}) "
-               '(increase(distcache_operator_reconciles_total{result="success"}[15m]))')
+_OP_RETRY = ("sum by (namespace, job) "
+             '(rate(distcache_operator_reconciles_total{outcome="retry"}[15m]))')
+_OP_ALL = "sum by (namespace, job) (rate(distcache_operator_reconciles_total[15m]))"
 
 ALERTS = (
     Alert(
@@ -129,20 +127,16 @@ ALERTS = (
     ),
     Alert(
         "DistCacheOperatorReconcileErrors",
-        f"{_OP_ERRORS} > 0 unless {_OP_SUCCESS} > 0",
-        (_OP_ERRORS, _OP_SUCCESS),
-        "5m", "warning",
-        "The DistCache operator keeps failing to reconcile "
-        "{{ $labels.cache_namespace }}/{{ $labels.cache }}",
-        "Every reconcile of {{ $labels.cache_namespace }}/{{ $labels.cache }} in the last 15 "
-        "minutes failed: see the operator's log and the DistCache's status conditions.",
+        f"{_OP_RETRY} / {_OP_ALL} > 0.5",
+        (_OP_RETRY, _OP_ALL),
+        "15m", "warning",
+        "The DistCache operator in {{ $labels.namespace }} keeps failing to reconcile",
+        "Over half of the operator's reconcile steps failed for 15 minutes (an API server or "
+        "node call failed, retried): scale and drain do not progress. See the operator's log "
+        "and the DistCaches' status conditions.",
         group="distcache-operator",
     ),
 )
-
-# Series the operator does not export yet (another engineer owns operator/): their alerts
-# are checked by promtool (syntax, unit tests) but cannot return data on a live cluster.
-OPERATOR_ALERTS = frozenset({"DistCacheOperatorReconcileErrors"})
 
 # Annotations name labels only ({{ $labels.x }}), never $value: rule_tests.py renders them
 # for promtool's expected alerts.

@@ -209,45 +209,57 @@ def _pod_table() -> table.Panel:
 
 
 def operator_dashboard() -> dm.Dashboard:
+    cache = "exported_namespace, name"  # the DistCache's own labels, renamed on scrape
     d = (gd.Dashboard("DistCache operator").uid("distcache-operator")
-         .description("The DistCache operator: reconciles, errors, scale operations, drain "
-                      "durations and the keys a membership change still has to move.")
+         .description("The DistCache operator: reconciles, errors, scale operations, drains "
+                      "and the keys a ring change still has to move.")
          .tags(["distcache"]).refresh("30s").time("now-6h", "now")
          .tooltip(dm.DashboardCursorSync.CROSSHAIR).editable())
     for variable in _variables("distcache_operator_reconciles_total"):
         d = d.with_variable(variable)
     d = d.with_panel(_series(
-        "Reconciles/s by result", "Reconcile passes per second, by result.", "ops",
-        (f"sum by (result) (rate(distcache_operator_reconciles_total{{{SEL}}}[{RATE}]))",
-         "{{result}}"), stack=True))
+        "Reconciles/s by outcome", "Reconcile steps per second: ok, retry (an API or node "
+        "call failed) and problem (a user's mistake, reported as Degraded).", "ops",
+        (f"sum by (outcome) (rate(distcache_operator_reconciles_total{{{SEL}}}[{RATE}]))",
+         "{{outcome}}"), stack=True))
     d = d.with_panel(_series(
-        "Reconcile errors/s by cache", "Failed reconcile passes per DistCache.", "ops",
-        (f'sum by (cache_namespace, cache) (rate(distcache_operator_reconciles_total{{{SEL}, '
-         f'result="error"}}[{RATE}]))', "{{cache_namespace}}/{{cache}}")))
+        "Reconcile errors", "Share of reconcile steps that failed (retry) or found a "
+        "problem in a DistCache.", "percentunit",
+        (f'sum by (outcome) (rate(distcache_operator_reconciles_total{{{SEL}, '
+         f'outcome=~"retry|problem"}}[{RATE}])) / scalar(sum(rate(distcache_operator_'
+         f"reconciles_total{{{SEL}}}[{RATE}])))", "{{outcome}}"), minimum=0))
     d = d.with_panel(_series(
-        "Reconcile duration p50 / p99", "Time one reconcile pass takes.", "s",
+        "Reconcile duration p50 / p99", "Time one reconcile step takes.", "s",
         ("histogram_quantile(0.5, sum by (le) (rate(distcache_operator_reconcile_duration_"
          f"seconds_bucket{{{SEL}}}[{RATE}])))", "p50"),
         ("histogram_quantile(0.99, sum by (le) (rate(distcache_operator_reconcile_duration_"
          f"seconds_bucket{{{SEL}}}[{RATE}])))", "p99")))
     d = d.with_panel(_series(
-        "Scale operations", "Scale operations started, by DistCache and direction.", "short",
-        (f"sum by (cache_namespace, cache, direction) (increase(distcache_operator_scale_"
-         f"operations_total{{{SEL}}}[{RATE}]))", "{{cache}} {{direction}}"), stack=True))
+        "Scale operations and drains", "StatefulSet scale operations by direction, and "
+        "members drained and removed from a ring.", "short",
+        (f"sum by (direction) (increase(distcache_operator_scale_operations_total{{{SEL}}}"
+         f"[{RATE}]))", "scale {{direction}}"),
+        (f"sum(increase(distcache_operator_drains_total{{{SEL}}}[{RATE}]))", "drained")))
     d = d.with_panel(_series(
-        "Drain durations", "How long draining a node (leaving -> removed) takes.", "s",
-        ("histogram_quantile(0.5, sum by (le) (rate(distcache_operator_drain_duration_"
-         f"seconds_bucket{{{SEL}}}[{RATE}])))", "p50"),
-        ("histogram_quantile(0.99, sum by (le) (rate(distcache_operator_drain_duration_"
-         f"seconds_bucket{{{SEL}}}[{RATE}])))", "p99"),
-        (f"sum(rate(distcache_operator_drain_duration_seconds_sum{{{SEL}}}[{RATE}])) / "
-         f"sum(rate(distcache_operator_drain_duration_seconds_count{{{SEL}}}[{RATE}]))",
-         "mean")))
+        "Actions", "What the operator did: scale, publish (a ring change), remove (drained "
+        "members out), drop_dead, refuse, create_ring.", "short",
+        (f"sum by (action) (increase(distcache_operator_actions_total{{{SEL}}}[{RATE}]))",
+         "{{action}}"), stack=True))
     d = d.with_panel(_series(
-        "Migration keys remaining", "Keys the running membership change still has to move, "
-        "as the operator reads them from the nodes.", "short",
-        (f"sum by (cache_namespace, cache) (distcache_operator_migration_keys_remaining"
-         f"{{{SEL}}})", "{{cache_namespace}}/{{cache}}")))
+        "Ring change in progress (drain and scale durations)",
+        "1 while a DistCache has keys to move: each step's width is how long a scale or a "
+        "drain took (the operator exports no drain-duration histogram).", "none",
+        (f"max by ({cache}) (distcache_operator_migration_keys_remaining{{{SEL}}} > bool 0)",
+         "{{exported_namespace}}/{{name}}"), minimum=0, maximum=1))
+    d = d.with_panel(_series(
+        "Migration keys remaining", "Keys the running ring change still has to move, as the "
+        "operator reads them from the nodes.", "short",
+        (f"sum by ({cache}) (distcache_operator_migration_keys_remaining{{{SEL}}})",
+         "{{exported_namespace}}/{{name}}")))
+    d = d.with_panel(_series(
+        "Ring version", "Ring version of each DistCache.", "none",
+        (f"max by ({cache}) (distcache_operator_ring_version{{{SEL}}})",
+         "{{exported_namespace}}/{{name}}")))
     return d.build()
 
 

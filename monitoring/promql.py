@@ -18,17 +18,20 @@ NODE_METRICS = frozenset({
     "distcache_migration_done",
 })
 
-# What the operator is to export (issue 9: reconciles, errors, scale operations, drain
-# durations, migration keys). Labels: cache_namespace and cache (the DistCache object),
-# plus result="success"|"error" on reconciles and direction="up"|"down" on scale operations.
+# Metrics the operator serves on :9090/metrics (operator/distcache_operator/metrics.py); the
+# live test checks each against that module's exposition. Labels: outcome="ok|retry|problem"
+# on reconciles (retry: an API or node call failed; problem: a user's mistake, Degraded),
+# action on actions, direction="up|down" on scale operations, and namespace and name of the
+# DistCache on the keys-remaining and ring-version gauges: scraped without honor_labels (a
+# ServiceMonitor's default) that namespace arrives as `exported_namespace`.
 OPERATOR_METRICS = frozenset({
-    "distcache_operator_reconciles_total",  # counter {cache_namespace, cache, result}
-    "distcache_operator_reconcile_duration_seconds_bucket",  # histogram
-    "distcache_operator_scale_operations_total",  # counter {cache_namespace, cache, direction}
-    "distcache_operator_drain_duration_seconds_bucket",  # histogram {cache_namespace, cache}
-    "distcache_operator_drain_duration_seconds_sum",
-    "distcache_operator_drain_duration_seconds_count",
-    "distcache_operator_migration_keys_remaining",  # gauge {cache_namespace, cache}
+    "distcache_operator_reconciles_total",
+    "distcache_operator_reconcile_duration_seconds_bucket",
+    "distcache_operator_actions_total",
+    "distcache_operator_scale_operations_total",
+    "distcache_operator_drains_total",
+    "distcache_operator_migration_keys_remaining",
+    "distcache_operator_ring_version",
 })
 
 # Series Prometheus makes itself for every target.

@@ -29,17 +29,12 @@ def cluster(job: str = JOB) -> dict[str, str]:
 
 
 OPERATOR = {"job": "distcache-operator", "namespace": "distcache-system",
-            "instance": "10.0.1.1:8080", "pod": "distcache-operator-0"}
+            "instance": "10.0.1.1:9090", "pod": "distcache-operator-0"}
 
 
-def reconciles(cache: str, result: str, values: str) -> dict[str, str]:
+def reconciles(outcome: str, values: str, job: str = "distcache-operator") -> dict[str, str]:
     return series("distcache_operator_reconciles_total",
-                  {**OPERATOR, "cache_namespace": NS, "cache": cache, "result": result}, values)
-
-
-def op_cache(cache: str) -> dict[str, str]:
-    return {"namespace": "distcache-system", "job": "distcache-operator",
-            "cache_namespace": NS, "cache": cache}
+                  {**OPERATOR, "job": job, "outcome": outcome}, values)
 
 
 # alert -> (input series, [(eval time, [labels of each expected alert])]); an empty list
@@ -112,14 +107,16 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[str, list[dict[str, str]
         [("5m", []), ("20m", [cluster()])],
     ),
     "DistCacheOperatorReconcileErrors": (
-        [reconciles("sessions", "error", "0+2x40"),
-         # errors between successes: retried and recovering
-         reconciles("orders", "error", "0+1x40"),
-         reconciles("orders", "success", "0+3x40"),
-         # errors that stopped 15 minutes ago
-         reconciles("carts", "error", "0+1x10 10x30")],
-        [("3m", []), ("10m", [op_cache("sessions"), op_cache("carts")]),
-         ("35m", [op_cache("sessions")])],
+        [reconciles("retry", "0+5x40"),
+         reconciles("ok", "0+1x40"),
+         # a retry in eleven steps: a hiccup, not an outage
+         reconciles("retry", "0+1x40", job="healthy-operator"),
+         reconciles("ok", "0+10x40", job="healthy-operator"),
+         # user mistakes (problem) are the DistCache's Degraded condition, not an operator error
+         reconciles("problem", "0+5x40", job="strict-operator"),
+         reconciles("ok", "0+1x40", job="strict-operator")],
+        [("10m", []),
+         ("25m", [{"namespace": "distcache-system", "job": "distcache-operator"}])],
     ),
 }
 
