@@ -328,6 +328,21 @@ def test_missing_api_key_secret_is_degraded_not_a_traceback(operator: None) -> N
     k("delete", "distcache", name)
 
 
+def test_image_that_never_starts_is_degraded_with_the_reason(operator: None) -> None:
+    name = "badimage"
+    k("apply", "-f", "-", input=dc_yaml(name, 1, "  image: distcache/not-built:0\n"))
+
+    def failing() -> dict[str, object] | None:
+        dc = distcache(name)
+        return dc if condition(dc, "Degraded").get("reason") == "PodsFailing" else None
+
+    dc = wait_for("Degraded: PodsFailing", failing, 90, every=1)
+    assert "ErrImageNeverPull" in condition(dc, "Degraded")["message"]
+    assert dc["status"]["phase"] == "Degraded"
+    assert "Traceback" not in operator_logs(200)
+    k("delete", "distcache", name)
+
+
 # -- deletion and RBAC -------------------------------------------------------------------------
 def test_delete_garbage_collects_everything(cache: CacheClient) -> None:
     cache.close()

@@ -23,6 +23,9 @@ from distcache_operator.model import GROUP, PLURAL, VERSION, DistCache
 
 log = logging.getLogger("distcache.operator.k8s")
 MANAGER = "distcache-operator"
+# Container waiting reasons that will not go away by themselves: the user must act.
+POD_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+                "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError"}
 
 
 class NotFound(Exception):
@@ -93,19 +96,27 @@ class Api:
         await self.kube.merge_patch(self._sts_path(dc) + "/scale",
                                     {"spec": {"replicas": replicas}})
 
-    async def pods_ready(self, dc: DistCache) -> dict[str, bool]:
+    async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
+        """Each pod's readiness, and what keeps a container from running (an image that
+        cannot be pulled, a crash loop), by pod name."""
         pods = await self.kube.get(f"{_ns(dc.namespace)}/pods",
                                    params={"labelSelector": dc.selector})
-        out = {}
+        ready: dict[str, bool] = {}
+        problems: dict[str, str] = {}
         for pod in pods.get("items", []):
             name = pod["metadata"]["name"]
             if pod["metadata"].get("deletionTimestamp"):
-                out[name] = False
+                ready[name] = False
                 continue
-            conds = {c["type"]: c["status"]
-                     for c in (pod.get("status") or {}).get("conditions") or []}
-            out[name] = conds.get("Ready") == "True"
-        return out
+            st = pod.get("status") or {}
+            conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+            ready[name] = conds.get("Ready") == "True"
+            for cs in st.get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in POD_FAILURES:
+                    problems[name] = (f"{waiting['reason']}: "
+                                      f"{waiting.get('message', '')}".strip(": "))
+        return ready, problems
 
     # -- the DistCache -------------------------------------------------------------------------
     def _dc_path(self, namespace: str, name: str) -> str:

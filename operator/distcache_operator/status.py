@@ -48,9 +48,11 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
 
 
 def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
-            previous: Mapping[str, Any], error: str | None = None) -> dict[str, Any]:
+            previous: Mapping[str, Any], error: str | None = None,
+            pod_problems: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The whole status (merge-patched over the old one). `error`: a problem the user must
-    fix (missing Secret, bad spec) found before or while acting."""
+    fix (missing Secret, bad spec) found before or while acting; `pod_problems`: pods whose
+    container cannot run (bad image, crash loop), by name."""
     gen = dc.generation
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
@@ -63,6 +65,10 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
 
     if error:
         degraded = (True, "InvalidSpec" if action.kind == "invalid" else "Error", error)
+    elif pod_problems:
+        degraded = (True, "PodsFailing", "; ".join(
+            f"{pod}: {why}" for pod, why in sorted(pod_problems.items()))
+            + " (check spec.image, spec.imagePullPolicy and the pod's logs)")
     elif action.kind == "refuse":
         degraded = (True, "ScaleDownRefused", action.reason)
     elif action.kind == "drop_dead":
@@ -99,7 +105,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         condition("Degraded", degraded[0], degraded[1], degraded[2], gen, prev_conditions, now),
         condition("Migrating", mig[0], mig[1], mig[2], gen, prev_conditions, now),
     ]
-    if error or action.kind in ("refuse", "drop_dead"):
+    if error or pod_problems or action.kind in ("refuse", "drop_dead"):
         phase = "Degraded"
     elif migrating:
         phase = "Migrating"

@@ -186,8 +186,12 @@ class Reconciler:
             obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
-        pods = await self.api.pods_ready(dc)
-        computed = status.compute(dc, obs, action, pods, previous)
+        pods, failing = await self.api.pods(dc)
+        computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing)
+        if failing and c.last_event != ("PodsFailing", str(sorted(failing.items()))):
+            c.last_event = ("PodsFailing", str(sorted(failing.items())))
+            await self.api.event(dc, "PodsFailing", computed["conditions"][2]["message"],
+                                 warning=True)
         await self.api.patch_status(dc, computed)
         if action.kind not in ("wait", "idle"):
             metrics.ACTIONS.labels(action.kind).inc()

@@ -87,3 +87,17 @@ def test_user_error_is_degraded_with_the_message(make_dc) -> None:
                        {}, {}, error="Secret x not found")
     assert s["phase"] == "Degraded" and conds(s)["Degraded"][0] == "True"
     assert s["message"] == "Secret x not found"
+
+
+def test_pods_that_cannot_run_are_degraded_with_what_to_check(make_dc) -> None:
+    dc = make_dc(replicas=3, image="nope:1")
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
+    statuses = dict.fromkeys(("cache-0", "cache-1", "cache-2"))
+    s = status.compute(dc, Observed(ring, 3, statuses), Action("wait", "x"),
+                       {"cache-0": False}, {},
+                       pod_problems={"cache-0": "ErrImageNeverPull: image not present"})
+    assert s["phase"] == "Degraded"
+    degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "PodsFailing"
+    assert "cache-0: ErrImageNeverPull" in degraded["message"]
+    assert "spec.image" in degraded["message"]
