@@ -1,0 +1,22 @@
+"""`python -m distcache_operator`: kopf's flags from the environment."""
+
+from __future__ import annotations
+
+from distcache_operator.__main__ import kopf_args
+
+
+def test_defaults_standalone_every_namespace() -> None:
+    assert kopf_args({}, []) == ["run", "--liveness=http://0.0.0.0:8080/healthz",
+                                 "--standalone", "--all-namespaces", "-m",
+                                 "distcache_operator.kopf_main"]
+
+
+def test_peering_with_distinct_priorities_and_namespaces() -> None:
+    a = kopf_args({"DISTCACHE_OPERATOR_PEERING": "distcache", "POD_NAME": "op-a",
+                   "DISTCACHE_OPERATOR_NAMESPACES": "x, y"}, ["--verbose"])
+    b = kopf_args({"DISTCACHE_OPERATOR_PEERING": "distcache", "POD_NAME": "op-b"}, [])
+    assert "--peering=distcache" in a and "--standalone" not in a
+    assert "--namespace=x" in a and "--namespace=y" in a and "--all-namespaces" not in a
+    assert a[-1] == "--verbose"
+    prio = [x for x in a if x.startswith("--priority=")]
+    assert prio and prio != [x for x in b if x.startswith("--priority=")]
