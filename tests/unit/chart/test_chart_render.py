@@ -207,6 +207,18 @@ def test_cache_instance(helm: str) -> None:
     assert dc["metadata"] == {**dc["metadata"], "name": "shop", "namespace": "ns"}
     assert dc["spec"]["replicas"] == 5 and dc["spec"]["maxMemory"] == "256Mi"
     assert dc["spec"]["tls"] == {"enabled": True}  # the operator issues the certificate
+    # helm uninstall: a pre-delete hook deletes the DistCache while the operator still runs.
+    job = one(docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    compile(script, "cleanup", "exec")
+    assert "/namespaces/%s/distcaches/%s" in script and '"ns", "shop"' in script
+    role = one(docs, "Role")
+    assert role["rules"] == [{"apiGroups": ["distcache.io"], "resources": ["distcaches"],
+                              "verbs": ["get", "delete"]}]
+    assert all(d["metadata"].get("annotations", {}).get("helm.sh/hook") == "pre-delete"
+               for d in docs if d["kind"] in ("Role", "RoleBinding", "Job")
+               or d["metadata"]["name"].endswith("-cleanup"))
     plain = one(render(helm, "--set", "cache.enabled=true", "--set", "cache.tls.enabled=false"),
                 "DistCache")
     assert plain["spec"]["tls"] == {"enabled": False}
