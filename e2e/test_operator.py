@@ -232,6 +232,9 @@ def test_pod_template_change_rolls_one_pod_at_a_time_and_loses_no_key(
         cache: CacheClient, written: dict[str, str]) -> None:
     k("patch", f"distcache/{NAME}", "--type=merge",
       "-p", '{"spec":{"podAnnotations":{"example.com/roll":"1"}}}')
+    wait_for("the StatefulSet's template carries the change", lambda: kj(
+        "get", "statefulset", NAME)["spec"]["template"]["metadata"].get("annotations", {}).get(
+        "example.com/roll") == "1", 30, every=0.2)
     most_unready = 0
 
     def rolled() -> bool:
