@@ -18,6 +18,7 @@ from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
 TLS_DIR = "/etc/distcache/tls"
+TLS_HASH_ANNOTATION = "distcache.io/tls-hash"
 
 
 def owner_reference(dc: DistCache) -> dict[str, Any]:
@@ -107,9 +108,10 @@ def node_args(dc: DistCache) -> list[str]:
     return args
 
 
-def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
+def build_statefulset(dc: DistCache, replicas: int, tls_hash: str = "") -> dict[str, Any]:
     """`replicas` is the operator's decision (the ring's members, or more while growing),
-    not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go."""
+    not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go.
+    `tls_hash` names the certificate the pods run with: a new one rolls them."""
     s = dc.spec
     api_key = dc.api_key_secret
     probe = {"path": "/readyz", "port": PORT, "scheme": dc.scheme.upper()}
@@ -171,8 +173,11 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
         pod_spec["priorityClassName"] = s.priority_class_name
     pod_labels = {**s.pod_labels, **dc.selector_labels}
     template_meta: dict[str, Any] = {"labels": pod_labels}
-    if s.pod_annotations:
-        template_meta["annotations"] = dict(s.pod_annotations)
+    annotations = dict(s.pod_annotations)
+    if tls_hash:
+        annotations[TLS_HASH_ANNOTATION] = tls_hash
+    if annotations:
+        template_meta["annotations"] = annotations
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(dc, dc.statefulset),
         "spec": {

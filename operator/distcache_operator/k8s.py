@@ -75,6 +75,9 @@ class Api:
                 return False
             raise
 
+    async def replace_secret(self, obj: dict[str, Any]) -> None:
+        await self.kube.replace(object_path(obj), obj)
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
         if secret is None:

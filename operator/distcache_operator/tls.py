@@ -7,9 +7,12 @@ tls.crt, tls.key, ca.crt) valid for every pod's peer name, the client Service an
 from __future__ import annotations
 
 import base64
+import datetime
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from distcache_node.local.certs import make_ca, make_cert
 from distcache_operator.builders import _meta
@@ -26,6 +29,13 @@ def hosts(dc: DistCache) -> tuple[str, ...]:
 def _secret(dc: DistCache, name: str, files: dict[str, bytes], kind: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": _meta(dc, name),
             "data": {k: base64.b64encode(v).decode() for k, v in files.items()}}
+
+
+def expires_within(cert_pem: bytes, margin: datetime.timedelta,
+                   now: datetime.datetime | None = None) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    now = now or datetime.datetime.now(datetime.UTC)
+    return cert.not_valid_after_utc - now < margin
 
 
 def issue_ca(dc: DistCache) -> dict[str, Any]:

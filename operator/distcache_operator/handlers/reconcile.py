@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import ssl
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
 CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
+RENEW_BEFORE = dt.timedelta(days=30)  # the operator's own certificate is renewed this early
 PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
 
 
@@ -43,6 +45,7 @@ class _Cache:
     secret: tuple[str, str | None] | None = None  # cluster secret, CA: the session's
     session: aiohttp.ClientSession | None = None
     applied_at: float = 0.0
+    tls_hash: str | None = None
     due: float = 0.0
     last_event: tuple[str, str] | None = None
 
@@ -136,9 +139,10 @@ class Reconciler:
                                        f"{exc}: create it (spec.auth.apiKeySecretRef) or "
                                        "remove the reference to let the operator generate one")
         ca_pem: str | None = None
+        tls_hash = ""
         if dc.spec.tls_enabled:
             try:
-                ca_pem = await self._tls(dc)
+                ca_pem, tls_hash = await self._tls(dc)
             except NotFound as exc:
                 return await self._problem(dc, previous, c, "SecretMissing",
                                            f"{exc}: spec.tls.secretName must name a Secret "
@@ -165,9 +169,12 @@ class Reconciler:
             ring = action.doc
             force_apply = True
         loop = asyncio.get_running_loop()
+        if tls_hash != c.tls_hash:
+            force_apply = True  # a new certificate: the template changes, the pods roll
+            c.tls_hash = tls_hash
         if force_apply or sts is None or loop.time() - c.applied_at > APPLY_EVERY:
             top = max((dc.ordinal(m.id) + 1 for m in ring.members), default=0)
-            await self._apply_owned(dc, top if sts is None else sts)
+            await self._apply_owned(dc, top if sts is None else sts, tls_hash)
             c.applied_at = loop.time()
             sts = top if sts is None else sts
 
@@ -200,9 +207,11 @@ class Reconciler:
         metrics.RING_VERSION.labels(dc.namespace, dc.name).set(computed["ringVersion"])
         return delay
 
-    async def _tls(self, dc: DistCache) -> str:
-        """The CA the nodes' certificates chain to; issues CA and certificate when the
-        operator owns them and they are missing."""
+    async def _tls(self, dc: DistCache) -> tuple[str, str]:
+        """The CA the nodes' certificates chain to, and a hash of the certificate (on the pod
+        template: a new certificate rolls the pods one at a time). Issues CA and certificate
+        when the operator owns them and they are missing, and renews its certificate
+        RENEW_BEFORE its expiry."""
         if not dc.spec.tls_secret_name:
             try:
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
@@ -214,28 +223,36 @@ class Reconciler:
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
                 ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
             try:
-                await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
+                current = await self.api.read_secret_key(dc.namespace, dc.tls_secret,
+                                                         "tls.crt")
+                if tls.expires_within(current.encode(), RENEW_BEFORE):
+                    await self.api.replace_secret(
+                        tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode()))
+                    await self.api.event(dc, "CertificateRenewed",
+                                         f"renewed {dc.tls_secret}: the pods roll one at a "
+                                         "time onto it")
             except NotFound:
                 cert = tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode())
                 if await self.api.create_secret_if_missing(cert):
                     await self.api.event(dc, "SecretCreated",
                                          f"issued certificate {dc.tls_secret}")
-        for key in ("tls.crt", "tls.key"):
-            await self.api.read_secret_key(dc.namespace, dc.tls_secret, key)
-        return await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
+        crt = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
+        await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.key")
+        ca_text = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
+        return ca_text, hashlib.sha256(crt.encode()).hexdigest()[:16]
 
     def _client(self, c: _Cache, member: Member) -> PeerClient:
         assert c.session is not None
         return PeerClient(member.id, member.url, c.session, timeout=PEER_TIMEOUT)
 
-    async def _apply_owned(self, dc: DistCache, replicas: int) -> None:
+    async def _apply_owned(self, dc: DistCache, replicas: int, tls_hash: str) -> None:
         await self.api.apply(builders.build_headless_service(dc))
         await self.api.apply(builders.build_client_service(dc))
         if dc.spec.pdb_enabled:
             await self.api.apply(builders.build_pdb(dc))
         else:
             await self.api.delete(builders.build_pdb(dc))
-        await self.api.apply(builders.build_statefulset(dc, replicas))
+        await self.api.apply(builders.build_statefulset(dc, replicas, tls_hash))
 
     async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
                    store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,

@@ -162,3 +162,25 @@ def test_issued_certificate_names_every_pod_and_chains_to_the_ca(make_dc) -> Non
     names = sans.get_values_for_type(x509.DNSName)
     assert "*.cache-peers.ns.svc.cluster.local" in names and "cache.ns.svc" in names
     assert "localhost" in names
+
+
+def test_certificate_hash_on_the_template_rolls_the_pods(make_dc) -> None:
+    dc = make_dc()
+    a = build_statefulset(dc, 3, "abc")["spec"]["template"]["metadata"]["annotations"]
+    assert a == {builders.TLS_HASH_ANNOTATION: "abc"}
+    assert "annotations" not in build_statefulset(dc, 3)["spec"]["template"]["metadata"]
+
+
+def test_renewal_is_due_within_the_margin(make_dc) -> None:
+    import base64
+    import datetime as dt
+
+    from distcache_operator import tls
+
+    dc = make_dc()
+    raw = {k: base64.b64decode(v) for k, v in tls.issue_ca(dc)["data"].items()}
+    cert = base64.b64decode(tls.issue_node_cert(dc, raw["ca.crt"], raw["ca.key"])["data"][
+        "tls.crt"])
+    now = dt.datetime.now(dt.UTC)
+    assert not tls.expires_within(cert, dt.timedelta(days=30), now)
+    assert tls.expires_within(cert, dt.timedelta(days=30), now + dt.timedelta(days=340))
