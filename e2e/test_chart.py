@@ -152,6 +152,7 @@ def release_objects() -> list[str]:
                  "roles", "rolebindings", "jobs", "distcaches"):
         out = k("get", kind, "-l", selector, "-o", "name", check=False).stdout.split()
         found += out
+    found += k("get", "kopfpeerings", "-l", selector, "-o", "name", check=False).stdout.split()
     for kind in ("clusterroles", "clusterrolebindings", "clusterkopfpeerings"):
         found += k("get", kind, "-l", selector, "-o", "name", namespace=None,
                    check=False).stdout.split()
@@ -236,3 +237,70 @@ def test_install_upgrade_uninstall(cluster: None) -> None:
                  timeout=180, every=2)
     assert RELEASE not in helm("list", "-n", NS, "-q").stdout.split()
     assert k("get", "crd", "distcaches.distcache.io", namespace=None, check=False).returncode == 0
+
+
+def operator_pods() -> list[str]:
+    pods = kubectl_json("get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE},"
+                        "app.kubernetes.io/name=distcache-operator", namespace=NS)["items"]
+    return sorted(p["metadata"]["name"] for p in pods
+                  if not p["metadata"].get("deletionTimestamp")
+                  and p.get("status", {}).get("phase") == "Running")
+
+
+def peers() -> dict[str, int]:
+    """The KopfPeering's live peers: pod name -> priority."""
+    doc = kubectl_json("get", "kopfpeering", f"{RELEASE}-distcache-operator", namespace=NS)
+    return {key.split("@")[1].split("/")[0]: int(v["priority"])
+            for key, v in (doc.get("status") or {}).items()}
+
+
+def peering_state(pod: str) -> str:
+    """'Resuming' or 'Pausing': the pod's last peering decision in its log ('' for none)."""
+    lines = [x for x in k("logs", pod).stdout.splitlines()
+             if "Resuming operations" in x or "Pausing operations" in x]
+    return "" if not lines else ("Resuming" if "Resuming operations" in lines[-1] else "Pausing")
+
+
+@pytest.mark.timeout(900)
+def test_two_operator_replicas_one_reconciles_and_another_takes_over(cluster: None) -> None:
+    other = foreign_cluster_wide_operator()
+    helm("install", RELEASE, str(CHART), "-n", NS, *SCOPE, "-f",
+         str(CHART / "ci" / "two-replicas-values.yaml"),
+         "--set", "operator.image.pullPolicy=Never", "--wait", "--timeout=180s")
+    try:
+        # kopf peering: both pods keep themselves alive in the KopfPeering with their own
+        # priorities; the lower one pauses in favour of the higher.
+        wait_for("two peers", lambda: len(peers()) == 2 and set(peers()) == set(operator_pods()),
+                 timeout=60)
+        prio = peers()
+        assert len(set(prio.values())) == 2, prio
+        active = max(prio, key=lambda p: prio[p])
+        standby = min(prio, key=lambda p: prio[p])
+        # kopf starts a peered operator paused: the active one logs that it resumed; the
+        # standby either never resumed or paused again after resuming.
+        wait_for(f"{active} (priority {prio[active]}) resumed",
+                 lambda: peering_state(active) == "Resuming", timeout=60)
+        time.sleep(3)
+        assert peering_state(standby) in ("", "Pausing"), k("logs", standby).stdout
+        if other:
+            print(f"another operator ({other}) watches every namespace: peering checked, "
+                  "failover not (two operators would serve one DistCache)")
+            return
+        dc = ("apiVersion: distcache.io/v1alpha1\nkind: DistCache\nmetadata: {name: peer}\n"
+              "spec: {replicas: 1, imagePullPolicy: Never}\n")
+        k("apply", "-f", "-", input=dc)
+        wait_for("DistCache peer Running", lambda: dc_status("peer").get("readyReplicas") == 1,
+                 timeout=180, every=2)
+        # The active operator goes; the peering hands over and a scale is served.
+        k("delete", "pod", active, "--wait=true")
+        k("scale", "distcache", "peer", "--replicas=2")
+        wait_for("DistCache peer scaled to 2 after the failover",
+                 lambda: dc_status("peer").get("readyReplicas") == 2
+                 and dc_status("peer").get("replicas") == 2, timeout=300, every=2)
+        # (Whichever then holds the highest priority, the standby or the Deployment's
+        # replacement pod, is the one that served it.)
+        k("delete", "distcache", "peer", "--wait=true", "--timeout=120s", timeout=150)
+    finally:
+        helm("uninstall", RELEASE, "-n", NS, "--wait", "--timeout=180s", check=False)
+    wait_for("every object of the release gone", lambda: not release_objects(), timeout=180,
+             every=2)
