@@ -339,6 +339,32 @@ def test_capacity_refusal_then_recovery(operator: None) -> None:
         client.close()
 
 
+def test_user_tls_secret_and_user_api_key(operator: None, tmp_path) -> None:
+    from distcache_node.local.certs import make_ca, make_cert
+
+    name = "usertls"
+    ca_pem, _ = make_ca(tmp_path / "ca", "user CA")
+    peers = f"{name}-peers.{NS}.svc"
+    cert, key = make_cert(tmp_path / "node", "node", tmp_path / "ca",
+                          (f"*.{peers}.cluster.local", f"*.{peers}", "localhost", "127.0.0.1"))
+    k("create", "secret", "generic", "my-tls", f"--from-file=tls.crt={cert}",
+      f"--from-file=tls.key={key}", f"--from-file=ca.crt={ca_pem}")
+    k("create", "secret", "generic", "my-key", "--from-literal=token=user-chosen-key-123")
+    k("apply", "-f", "-", input=dc_yaml(name, 2, "  tls:\n    secretName: my-tls\n"
+                                        "  auth:\n    apiKeySecretRef:\n      name: my-key\n"
+                                        "      key: token\n"))
+    wait_for("usertls Running", lambda: settled(name, 2), 240, every=2)
+    assert k("get", "secret", f"{name}-tls", f"{name}-ca", f"{name}-api-key",
+             check=False).returncode != 0  # nothing issued or generated for it
+    client = CacheClient(f"pod/{name}-1", "user-chosen-key-123", ca_pem.read_text())
+    try:
+        client.mset({"a": 1, "b": 2})
+        assert client.mget(["a", "b"]) == {"a": 1, "b": 2}
+    finally:
+        client.close()
+    k("delete", "distcache", name)
+
+
 def test_missing_api_key_secret_is_degraded_not_a_traceback(operator: None) -> None:
     name = "nokey"
     k("apply", "-f", "-", input=dc_yaml(name, 1, "  auth:\n    apiKeySecretRef:\n"
