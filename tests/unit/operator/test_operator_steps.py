@@ -163,3 +163,10 @@ def test_replication_change_is_a_ring_change(make_dc) -> None:
     ring = RingDoc(ring.version, 2, ring.members)
     a = decide(dc, Observed(ring, 3, all_settled(dc, ring)))
     assert a.kind == "publish" and a.doc.replication == 3
+
+
+def test_scale_to_zero_is_refused_rather_than_dropping_every_key(make_dc) -> None:
+    dc = make_dc(replicas=0)
+    ring = ring_of(dc, {i: "active" for i in range(3)})
+    a = decide(dc, Observed(ring, 3, all_settled(dc, ring)))
+    assert a.kind == "refuse" and "at least one member" in a.reason
