@@ -34,6 +34,7 @@ fi
 "$KIND_SCRIPTS/kind-down.sh" >/dev/null 2>&1
 up=$("$KIND_SCRIPTS/kind-up.sh"); urc=$?
 if [ $urc -ne 0 ]; then
+  [ "${KEEP_CLUSTER:-0}" = 1 ] || "$KIND_SCRIPTS/kind-down.sh" >/dev/null 2>&1
   result "e2e (kind): FAILED: make kind-up failed (exit $urc)"
   exit 1
 fi
