@@ -26,7 +26,7 @@ inputs_stamp() { cat "$@" | sha256sum | cut -c1-10; }
 # docker build with the legacy builder (BuildKit would try to pull its frontend image), without
 # its deprecation banner.
 legacy_build() {
-  DOCKER_BUILDKIT=0 "${NICE[@]}" docker build "$@" \
+  DOCKER_BUILDKIT=0 "${NICE[@]}" docker build --force-rm "$@" \
     2> >(grep -v -E 'DEPRECATED|BuildKit is currently disabled|environment-variable|^[[:space:]]*$' >&2)
 }
 
