@@ -186,6 +186,7 @@ ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]
 CMD []" /dev/null
 docker rmi "$NODE_IMAGE-assembly" >/dev/null
 # Older stamps' images are dead weight (a few hundred MB each).
+[ -n "${DISTCACHE_KIND_SALT:-}" ] ||   # a salted build is a side experiment: keep the rest
 for repo in distcache/kind-node distcache/kind-base distcache/kind-proxy-base; do
   docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$" | xargs -r docker rmi >/dev/null 2>&1 || true
 done

@@ -21,7 +21,8 @@ log() { printf '== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # A short hash of the given files' contents: image tags change when their inputs do.
-inputs_stamp() { cat "$@" | sha256sum | cut -c1-10; }
+# DISTCACHE_KIND_SALT (unset normally) forces new tags, e.g. to measure a cold build.
+inputs_stamp() { { cat "$@"; printf '%s' "${DISTCACHE_KIND_SALT:-}"; } | sha256sum | cut -c1-10; }
 
 # docker build with the legacy builder (BuildKit would try to pull its frontend image), without
 # its deprecation banner.
