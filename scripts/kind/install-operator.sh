@@ -1,34 +1,58 @@
 #!/usr/bin/env bash
-# install-operator.sh: the DistCache CRD, the operator's RBAC and its Deployment on the cluster
-# of $KUBECONFIG (make kind-up calls it after loading the images). Plain manifests from
-# manifests/ (rendered from charts/distcache by `make manifests`); the operator runs from
-# distcache/operator:<version> as its own ServiceAccount.
-# When the loaded operator image changed (same tag, new build), the Deployment rolls.
+# install-operator.sh: the DistCache CRDs, the operator's RBAC and its Deployment on the cluster
+# of $KUBECONFIG (make kind-up calls it after loading the images), as its own ServiceAccount,
+# from distcache/operator:<version>. When the loaded operator image changed (same tag, new
+# build), the Deployment rolls.
+#
+# DISTCACHE_INSTALL=helm (default): `helm upgrade --install distcache charts/distcache` in
+#   distcache-system (helm from scripts/helm.sh); objects an earlier plain-manifest install
+#   created are taken over.
+# DISTCACHE_INSTALL=manifests: `kubectl apply -f manifests/operator/`, the same objects rendered
+#   from the chart by `make manifests`, without helm.
+# Either way the CRDs come from manifests/crds/ with kubectl apply (helm never upgrades a
+# chart's crds/), and the namespace (Pod Security `restricted`) from manifests/operator/.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 KUBECTL=${KUBECTL:-$BIN_CACHE/kubernetes-$K8S_VERSION/kubectl}
 [ -x "$KUBECTL" ] || KUBECTL=kubectl
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO_ROOT/pyproject.toml" | head -1)
 IMAGE=${OPERATOR_IMAGE:-distcache/operator:$VERSION}
+MODE=${DISTCACHE_INSTALL:-helm}
+NS=distcache-system
 
-log "installing the DistCache CRD, RBAC and operator ($IMAGE)"
+log "installing the DistCache CRDs, RBAC and operator ($IMAGE, with $MODE)"
 "$KUBECTL" apply -f "$REPO_ROOT/manifests/crds/" >&2
 "$KUBECTL" wait --for=condition=Established crd/distcaches.distcache.io --timeout=60s >&2
-# manifests/operator/ is rendered from charts/distcache (make manifests), whose Deployment
-# selector also names the instance; a selector is immutable, so a Deployment created from the
-# older hand-written manifests (selector without it) is replaced once.
-sel=$("$KUBECTL" -n distcache-system get deployment distcache-operator --ignore-not-found \
+# The chart's Deployment selector also names the instance; a selector is immutable, so a
+# Deployment created from the older hand-written manifests (selector without it) is replaced
+# once, its pod gone first (never two operators at once).
+sel=$("$KUBECTL" -n $NS get deployment distcache-operator --ignore-not-found \
   -o jsonpath='{.spec.selector.matchLabels}' 2>/dev/null || true)
 if [ -n "$sel" ] && [[ $sel != *app.kubernetes.io/instance* ]]; then
   log "replacing the operator Deployment (its selector predates the chart)"
-  "$KUBECTL" -n distcache-system delete deployment distcache-operator --cascade=foreground \
-    --wait=true --timeout=120s >&2  # its pod gone first: never two operators at once
+  "$KUBECTL" -n $NS delete deployment distcache-operator --cascade=foreground \
+    --wait=true --timeout=120s >&2
 fi
-"$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null | cut -c8-19 || true)
-if [ -n "$image_id" ]; then
-  # A new build under the same tag: a changed template annotation rolls the Deployment.
-  "$KUBECTL" -n distcache-system patch deployment distcache-operator --type merge -p \
-    "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"distcache.io/image-id\":\"$image_id\"}}}}}" >&2
-fi
-"$KUBECTL" -n distcache-system rollout status deployment/distcache-operator --timeout=180s >&2
+
+case $MODE in
+  helm)
+    HELM=$("$REPO_ROOT/scripts/helm.sh" --path)
+    "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/00-namespace.yaml" >&2
+    args=(--set "operator.image.repository=${IMAGE%:*}" --set "operator.image.tag=${IMAGE##*:}")
+    # A new build under the same tag: a changed template annotation rolls the Deployment.
+    [ -z "$image_id" ] || args+=(--set "operator.podAnnotations.distcache\.io/image-id=$image_id")
+    "$HELM" upgrade --install distcache "$REPO_ROOT/charts/distcache" --namespace $NS \
+      --skip-crds --take-ownership --force-conflicts "${args[@]}" \
+      --wait --timeout 180s | sed '/^NOTES:/,$d' >&2  # the NOTES are for people: helm get notes
+    ;;
+  manifests)
+    "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
+    if [ -n "$image_id" ]; then
+      "$KUBECTL" -n $NS patch deployment distcache-operator --type merge -p \
+        "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"distcache.io/image-id\":\"$image_id\"}}}}}" >&2
+    fi
+    ;;
+  *) die "DISTCACHE_INSTALL must be helm or manifests, not $MODE" ;;
+esac
+"$KUBECTL" -n $NS rollout status deployment/distcache-operator --timeout=180s >&2
