@@ -24,6 +24,7 @@ from aiohttp.web_server import Server
 
 from distcache_node.config import NodeConfig
 from distcache_node.errors import json_error
+from distcache_node.tlsreload import CertReloader
 
 log = logging.getLogger("distcache.node")
 
@@ -155,7 +156,8 @@ async def serve(
     runner = GuardedAppRunner(app, config, access_log=log if config.access_log else None,
                               handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=server_ssl_context(config),
+    ssl_context = server_ssl_context(config)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context,
                        reuse_address=True, backlog=1024)
     await site.start()
     loop = asyncio.get_running_loop()
@@ -164,6 +166,12 @@ async def serve(
     sweeper = asyncio.create_task(
         _sweep_forever(runner, max(0.2, config.request_read_timeout / 4)), name="slow-clients"
     )
+    reloader = None
+    if ssl_context is not None:
+        # A rotated certificate (a Secret updated in place) is served without a restart.
+        reloader = asyncio.create_task(CertReloader(
+            config.tls_cert, config.tls_key, config.tls_ca, [ssl_context]).run(),
+            name="tls-reload")
     log.info("distcache node %s listening on %s://%s:%d", config.node_id or "-",
              config.scheme, config.host, config.port)
     try:
@@ -171,6 +179,8 @@ async def serve(
         log.info("shutting down: no new connections, finishing in-flight requests")
     finally:
         sweeper.cancel()
+        if reloader is not None:
+            reloader.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

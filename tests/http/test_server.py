@@ -12,6 +12,7 @@ import datetime
 import gzip
 import ipaddress
 import json
+import os
 import shutil
 import signal
 import socket
@@ -672,3 +673,41 @@ def test_make_run_and_the_seed_curl_example(spawn: Spawn) -> None:
     assert json.loads(got) == {"key": "user:1", "value": "Alice", "ttl": None}
     # The shipped config's key is enforced.
     assert call(url, "/get?key=user:1", key="not-the-key")[0] == 401
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(spawn: Spawn, tmp_path: Path) -> None:
+    """The files are replaced the way a Secret volume does it (a new file swapped in); new
+    connections get the new certificate, the process is the same, data is still there."""
+    from cryptography import x509
+
+    from distcache_node.local import certs
+
+    certs.make_ca(tmp_path)
+    cert, key = certs.make_cert(tmp_path / "live", "node", tmp_path)
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    proc, url = spawn("--api-key", API_KEY, "--tls-cert", str(cert), "--tls-key", str(key),
+                      "--tls-ca", str(tmp_path / "ca.pem"), context=trusting)
+    assert call(url, "/set", {"key": "kept", "value": 1}, context=trusting)[0] == 200
+
+    def served_serial() -> int:
+        host, port = host_port(url)
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                trusting.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    before = served_serial()
+    new_cert, new_key = certs.make_cert(tmp_path / "next", "node", tmp_path)
+    for new, live in ((new_key, key), (new_cert, cert)):
+        staged = live.with_suffix(".new")
+        staged.write_bytes(new.read_bytes())
+        os.replace(staged, live)
+    deadline = time.monotonic() + 20  # the node polls its files every 2 s
+    while (after := served_serial()) == before:
+        assert time.monotonic() < deadline, "the new certificate was not served in 20 s"
+        time.sleep(0.2)
+    assert after == x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number
+    assert proc.poll() is None  # no restart
+    status, _, body = call(url, "/get?key=kept", context=trusting)
+    assert (status, json.loads(body)["value"]) == (200, 1)

@@ -23,6 +23,7 @@ from distcache_node.cluster.router import ClusterRouter
 from distcache_node.cluster.routes import setup_cluster_routes
 from distcache_node.errors import ApiError
 from distcache_node.protocol import SECRET_HEADER
+from distcache_node.tlsreload import CertReloader
 
 
 def peer_check(app: web.Application) -> None:
@@ -54,6 +55,11 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     node.client_ssl = ssl_ctx
     node.session = make_session(config.cluster_secret, ssl_ctx)
     tasks = []
+    if ssl_ctx is not None:
+        # The certificate we show peers follows a rotated Secret too (new connections).
+        tasks.append(asyncio.create_task(CertReloader(
+            config.tls_cert, config.tls_key, config.tls_ca, [ssl_ctx]).run(),
+            name="tls-reload-peers"))
     if config.ring_file:
         path = Path(config.ring_file)
         if path.exists():
