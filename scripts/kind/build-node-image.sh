@@ -185,10 +185,14 @@ STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]
 CMD []" /dev/null
 docker rmi "$NODE_IMAGE-assembly" >/dev/null
-# Older stamps' images are dead weight (a few hundred MB each).
+# Older stamps' images are dead weight (a few hundred MB each). Only those over a day old:
+# another checkout (a CI clone, a salted experiment) may be building a newer one right now.
 [ -n "${DISTCACHE_KIND_SALT:-}" ] ||   # a salted build is a side experiment: keep the rest
 for repo in distcache/kind-node distcache/kind-base distcache/kind-proxy-base; do
-  docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+  for img in $(docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$"); do
+    created=$(date -d "$(docker image inspect -f '{{.Created}}' "$img")" +%s 2>/dev/null || echo 0)
+    [ $(( $(date +%s) - created )) -gt 86400 ] && docker rmi "$img" >/dev/null 2>&1 || true
+  done
 done
 # The stamp file: which pins the current node image was built from.
 { echo "NODE_IMAGE=$NODE_IMAGE"; echo "BUILT=$(date -u +%FT%TZ)"; echo "GO=$(go version | awk '{ print $3 }')"
