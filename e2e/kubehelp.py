@@ -77,10 +77,13 @@ def render(name: str, **values: str) -> str:
 
 
 class PortForward:
-    """`kubectl port-forward pod/NAME :8080` on loopback, restarted when the pod is replaced."""
+    """`kubectl port-forward TARGET :PORT` on loopback (TARGET: pod/NAME, svc/NAME, a bare
+    pod name...), started on first use and again when the pod behind it was replaced."""
 
-    def __init__(self, pod: str, port: int = 8080) -> None:
-        self.pod, self.port = pod, port
+    def __init__(self, target: str, port: int = 8080, namespace: str = NAMESPACE,
+                 scheme: str = "https") -> None:
+        self.target = target if "/" in target else f"pod/{target}"
+        self.port, self.namespace, self.scheme = port, namespace, scheme
         self.proc: subprocess.Popen[str] | None = None
         self.local_port = 0
 
@@ -89,8 +92,8 @@ class PortForward:
         exe = kubectl_path()
         assert exe
         self.proc = subprocess.Popen(
-            [exe, "-n", NAMESPACE, "port-forward", "--address", "127.0.0.1",
-             f"pod/{self.pod}", f":{self.port}"],
+            [exe, "-n", self.namespace, "port-forward", "--address", "127.0.0.1",
+             self.target, f":{self.port}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: queue.Queue[str] = queue.Queue()
 
@@ -113,12 +116,12 @@ class PortForward:
                 self.local_port = int(match.group(1))
                 return
         self.close()
-        raise ConnectionError(f"port-forward to {self.pod} did not start")
+        raise ConnectionError(f"port-forward to {self.target} did not start")
 
-    def url(self) -> str:
+    def url(self, scheme: str | None = None) -> str:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        return f"https://127.0.0.1:{self.local_port}"
+        return f"{scheme or self.scheme}://127.0.0.1:{self.local_port}"
 
     def reset(self) -> None:
         self.close()

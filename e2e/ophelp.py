@@ -7,17 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
-import re
 import ssl
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from kubehelp import REPO, kubectl, kubectl_json, kubectl_path, wait_for
+from kubehelp import REPO, PortForward, kubectl, kubectl_json, wait_for
 
 NS = os.environ.get("DISTCACHE_OP_NAMESPACE", "distcache-op-e2e")
 OPERATOR_NS = "distcache-system"
@@ -41,53 +38,11 @@ def secret_value(name: str, key: str) -> str:
     return base64.b64decode(data[key]).decode()
 
 
-class Forward:
+class Forward(PortForward):
+    """A port-forward in the operator tests' namespace (or another), plain HTTP by default."""
+
     def __init__(self, target: str, port: int = 8080, namespace: str | None = None) -> None:
-        self.target, self.port = target, port
-        self.namespace = namespace or NS
-        self.proc: subprocess.Popen[str] | None = None
-        self.local_port = 0
-
-    def url(self, scheme: str = "http") -> str:
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
-        return f"{scheme}://127.0.0.1:{self.local_port}"
-
-    def _start(self) -> None:
-        self.close()
-        exe = kubectl_path()
-        assert exe
-        self.proc = subprocess.Popen(
-            [exe, "-n", self.namespace, "port-forward", "--address", "127.0.0.1", self.target,
-             f":{self.port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=lambda s: [lines.put(x) for x in s], args=(self.proc.stdout,),
-                         daemon=True).start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.local_port = int(m.group(1))
-                return
-        self.close()
-        raise ConnectionError(f"port-forward to {self.target} did not start")
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        super().__init__(target, port, namespace or NS, scheme="http")
 
 
 class CacheClient:
