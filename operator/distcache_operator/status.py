@@ -62,6 +62,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
     not_ready = [m["id"] for m in members if not m["ready"]]
     migrating = action.migration != "Idle"
     progressing = action.kind not in ("idle", "refuse") or migrating
+    # Never served yet: the phase says Creating until every member is first ready.
+    creating = previous.get("phase") in (None, "Pending", "Creating")
 
     if error:
         degraded = (True, "InvalidSpec" if action.kind == "invalid" else "Error", error)
@@ -73,6 +75,11 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         degraded = (True, "ScaleDownRefused", action.reason)
     elif action.kind == "drop_dead":
         degraded = (True, "MemberLost", action.reason)
+    elif (unreachable or not_ready) and creating:
+        # A new cache whose pods are still starting is not degraded (as a new Deployment is
+        # not): Available=False says it does not serve yet.
+        degraded = (False, "Starting", f"pods starting: {len(members) - len(not_ready)} of "
+                    f"{len(members)} ready")
     elif unreachable or not_ready:
         down = sorted(set(unreachable) | set(not_ready))
         degraded = (True, "MembersNotReady", f"not ready: {', '.join(down)}")
@@ -113,6 +120,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         phase = "Scaling" if ring is not None else "Pending"
     elif degraded[0]:
         phase = "Degraded"
+    elif creating and (unreachable or not_ready):
+        phase = "Creating"
     else:
         phase = "Running"
 

@@ -69,9 +69,26 @@ def test_a_member_down_is_degraded_but_available_below_the_replication(make_dc) 
     ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
     statuses = {**all_settled(dc, ring), "cache-1": None}
     s = status.compute(dc, Observed(ring, 3, statuses), Action("wait", "x"),
-                       {"cache-0": True, "cache-1": False, "cache-2": True}, {})
+                       {"cache-0": True, "cache-1": False, "cache-2": True},
+                       {"phase": "Running"})
     assert conds(s)["Degraded"][0] == "True" and "cache-1" in s["conditions"][2]["message"]
     assert conds(s)["Available"] == ("True", "Serving")
+
+
+def test_a_new_cache_whose_pods_start_is_creating_not_degraded(make_dc) -> None:
+    dc = make_dc(replicas=3)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
+    statuses = {**all_settled(dc, ring), "cache-1": None, "cache-2": None}
+    ready = {"cache-0": True, "cache-1": False, "cache-2": False}
+    s = status.compute(dc, Observed(ring, 3, statuses), Action("idle", "x"), ready, {})
+    assert s["phase"] == "Creating"
+    assert conds(s)["Degraded"] == ("False", "Starting")
+    assert "1 of 3 ready" in s["conditions"][2]["message"]
+    # Once it has served, the same picture is a degradation.
+    again = status.compute(dc, Observed(ring, 3, statuses), Action("idle", "x"), ready,
+                           {"phase": "Running"})
+    assert again["phase"] == "Degraded"
+    assert conds(again)["Degraded"] == ("True", "MembersNotReady")
 
 
 def test_transition_time_moves_only_when_the_status_flips(make_dc) -> None:
