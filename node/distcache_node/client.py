@@ -10,8 +10,10 @@ says its version changed. Any node can serve any key, so a down owner is retried
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -44,12 +46,17 @@ class CacheError(Exception):
 class DistCacheClient:
     def __init__(
         self, seeds: Sequence[str], api_key: str = "", ssl_context: ssl.SSLContext | None = None,
-        connections_per_node: int = 32, timeout: float = 10.0,
+        connections_per_node: int = 32, timeout: float = 10.0, retry_for: float = 15.0,
     ) -> None:
         self.seeds = [s.rstrip("/") for s in seeds]
         headers = {"X-API-Key": api_key} if api_key else {}
+        self.retry_for = retry_for
+        self.retries = 0  # calls sent again (another node, or after a 503), for reports
         self.session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+            # A node that went away without a word (its pod IP gone) must not hold a call
+            # for the whole timeout: connecting gets a short bound of its own.
+            headers=headers, timeout=aiohttp.ClientTimeout(total=timeout,
+                                                           sock_connect=min(2.0, timeout)),
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=connections_per_node,
                                            ssl=ssl_context if ssl_context else False),
         )
@@ -99,18 +106,49 @@ class DistCacheClient:
         primary = self._target.primary(key)
         return self._urls[primary] if primary else self.seeds[0]
 
-    async def _call(self, method: str, url: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        """One request; if that node is unreachable, any other node can serve it."""
-        candidates = [url, *random.sample(list(self._urls.values()), len(self._urls))]
+    async def _call(self, method: str, url: str, path: str, idempotent: bool = True,
+                    **kwargs: Any) -> tuple[int, Any]:
+        """One request, sent first to `url` (the key's owner). Any node can serve any key, so
+        when that node is unreachable the call goes to another. An idempotent call (get, a
+        whole-value set, delete, mget, mset) is also sent again when the connection broke
+        after it was sent, and after a 503 (a node going away, a write that could not reach
+        its replicas yet), for up to `retry_for` seconds with the ring refreshed in between.
+        A non-idempotent one (incr) is sent again only when it never left this process."""
+        deadline = time.monotonic() + self.retry_for
         last: Exception | None = None
-        for base in dict.fromkeys(candidates):
-            try:
-                async with self.session.request(method, base + path, **kwargs) as resp:
-                    self._note_version(resp)
-                    body = await resp.read()
-                    return resp.status, orjson.loads(body) if body else None
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-                last = exc
+        answer: tuple[int, Any] | None = None
+        delay = 0.05
+        while True:
+            candidates = [url, *random.sample(list(self._urls.values()), len(self._urls))]
+            for base in dict.fromkeys(candidates):
+                try:
+                    async with self.session.request(method, base + path, **kwargs) as resp:
+                        self._note_version(resp)
+                        body = await resp.read()
+                        answer = resp.status, orjson.loads(body) if body else None
+                except aiohttp.ClientConnectorError as exc:  # never sent: safe to resend
+                    last = exc
+                except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                    if not idempotent:
+                        raise ConnectionError(f"{base}: {exc!r}; the call may or may not "
+                                              "have been applied") from exc
+                    last = exc
+                else:
+                    if answer[0] != 503 or not idempotent:
+                        return answer
+                    last = None
+                self.retries += 1
+                if time.monotonic() > deadline:
+                    break
+            if time.monotonic() > deadline:
+                break
+            # Every node failed this round: the ring may have moved on (a shrink).
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+            with contextlib.suppress(ConnectionError):
+                await self.refresh()
+        if answer is not None and last is None:
+            return answer
         raise ConnectionError(f"no node reachable: {last!r}")
 
     @staticmethod
@@ -142,7 +180,7 @@ class DistCacheClient:
         if ttl is not None:
             payload["ttl"] = ttl
         body = self._check(*await self._call("POST", self.owner_url(key), "/incr",
-                                             data=orjson.dumps(payload)))
+                                             idempotent=False, data=orjson.dumps(payload)))
         return int(body["value"])
 
     def _by_owner(self, keys: Iterable[str]) -> dict[str, list[str]]:
