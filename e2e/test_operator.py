@@ -255,30 +255,6 @@ def test_pod_template_change_rolls_one_pod_at_a_time_and_loses_no_key(
     assert_all_readable(cache, written)
 
 
-def test_new_certificate_rolls_the_pods_onto_it_and_loses_no_key(
-        cache: CacheClient, written: dict[str, str]) -> None:
-    """The operator's certificate replaced (here: its Secret deleted, so the operator issues
-    a new one from the same CA, as it does when renewing): the pods roll one at a time onto
-    it; the cache keeps answering and nothing is lost."""
-    old = kj("get", "secret", f"{NAME}-tls")["data"]["tls.crt"]
-    k("delete", "secret", f"{NAME}-tls")
-    wait_for("a new certificate", lambda: kj("get", "secret", f"{NAME}-tls")["data"][
-        "tls.crt"] != old, 60, every=1)
-
-    def rolled() -> bool:
-        pods = kj("get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]
-        want = kj("get", "statefulset", NAME)["spec"]["template"]["metadata"][
-            "annotations"]["distcache.io/tls-hash"]
-        return len(pods) == 3 and all(
-            p["metadata"].get("annotations", {}).get("distcache.io/tls-hash") == want
-            for p in pods)
-
-    wait_for("pods on the new certificate", rolled, 300, every=1)
-    wait_for("settled after the roll", lambda: settled(NAME, 3), 180, every=1)
-    cache.forward.close()  # the port-forward's pod was replaced
-    assert_all_readable(cache, written)
-
-
 def test_drift_is_put_back(cache: CacheClient) -> None:
     uid = kj("get", "service", NAME)["metadata"]["uid"]
     k("delete", "service", NAME)

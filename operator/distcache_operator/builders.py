@@ -18,7 +18,6 @@ from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
 TLS_DIR = "/etc/distcache/tls"
-TLS_HASH_ANNOTATION = "distcache.io/tls-hash"
 
 
 def owner_reference(dc: DistCache) -> dict[str, Any]:
@@ -108,10 +107,11 @@ def node_args(dc: DistCache) -> list[str]:
     return args
 
 
-def build_statefulset(dc: DistCache, replicas: int, tls_hash: str = "") -> dict[str, Any]:
+def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
     """`replicas` is the operator's decision (the ring's members, or more while growing),
     not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go.
-    `tls_hash` names the certificate the pods run with: a new one rolls them."""
+    Nothing about the certificate is on the template: a renewed one reaches the pods through
+    the mounted Secret, which they reload without a restart."""
     s = dc.spec
     api_key = dc.api_key_secret
     probe = {"path": "/readyz", "port": PORT, "scheme": dc.scheme.upper()}
@@ -174,8 +174,6 @@ def build_statefulset(dc: DistCache, replicas: int, tls_hash: str = "") -> dict[
     pod_labels = {**s.pod_labels, **dc.selector_labels}
     template_meta: dict[str, Any] = {"labels": pod_labels}
     annotations = dict(s.pod_annotations)
-    if tls_hash:
-        annotations[TLS_HASH_ANNOTATION] = tls_hash
     if annotations:
         template_meta["annotations"] = annotations
     return {

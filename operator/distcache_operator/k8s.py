@@ -78,6 +78,15 @@ class Api:
     async def replace_secret(self, obj: dict[str, Any]) -> None:
         await self.kube.replace(object_path(obj), obj)
 
+    async def read_secret(self, namespace: str, name: str
+                          ) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """A Secret's data (decoded) and annotations; None when it does not exist."""
+        secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+        if secret is None:
+            return None
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        return data, dict(secret["metadata"].get("annotations") or {})
+
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
         if secret is None:

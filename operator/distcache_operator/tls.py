@@ -2,17 +2,33 @@
 private CA per DistCache (Secret <name>-ca) and one node certificate (Secret <name>-tls:
 tls.crt, tls.key, ca.crt) valid for every pod's peer name, the client Service and loopback
 (kubectl port-forward). Made with the node's own `cryptography` helpers; valid one year.
+
+Rotation never restarts a pod: the nodes load a certificate and CA again when the mounted
+Secret changes (node/distcache_node/tlsreload.py). `plan` decides the next Secret content:
+
+- a certificate close to expiry is re-issued from the same CA (one Secret update);
+- a new CA (the <name>-ca Secret replaced) moves in three steps, each at least `settle`
+  apart (kubelet takes up to about a minute to update each pod's files, so for a while
+  pods hold different versions): (1) ca.crt becomes old CA + new CA, the certificate stays
+  (every pod then trusts both); (2) a certificate from the new CA (trusted by every pod);
+  (3) ca.crt the new CA alone. Each step is recorded in Secret annotations, so an operator
+  restart resumes where the Secret says.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from distcache_node.local.certs import make_ca, make_cert
 from distcache_operator.builders import _meta
@@ -55,3 +71,99 @@ def issue_node_cert(dc: DistCache, ca_crt: bytes, ca_key: bytes) -> dict[str, An
         return _secret(dc, dc.tls_secret, {"tls.crt": cert.read_bytes(),
                                            "tls.key": key.read_bytes(), "ca.crt": ca_crt},
                        "kubernetes.io/tls")
+
+
+# Secret annotations of the CA rotation (see the module docstring).
+STEP_ANNOTATION = "distcache.io/tls-step"  # trust-extended | new-ca-certificate
+SINCE_ANNOTATION = "distcache.io/tls-step-since"  # ISO time of the step
+
+
+def split_pem(bundle: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(bundle) if bundle.strip() else []
+
+
+def _pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """sha256 of the first certificate's DER, hex (what a TLS client sees as the peer's)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+@dataclass(frozen=True)
+class Step:
+    """The Secret to write (None: nothing to do), the Event reason and message."""
+
+    secret: dict[str, Any] | None
+    reason: str = ""
+    message: str = ""
+
+
+def _now_iso(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _since(annotations: Mapping[str, str]) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.strptime(annotations.get(SINCE_ANNOTATION, ""),
+                                          "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+
+
+def plan(dc: DistCache, current: Mapping[str, bytes], annotations: Mapping[str, str],
+         ca_crt: bytes, ca_key: bytes, renew_before: datetime.timedelta,
+         settle: datetime.timedelta, now: datetime.datetime | None = None) -> Step:
+    """The next content of the operator's <name>-tls Secret (files `current`), given the CA
+    it should end on. Pure but for issuing keys."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca = x509.load_pem_x509_certificate(ca_crt)
+    bundle = split_pem(current.get("ca.crt", b""))
+    cert = x509.load_pem_x509_certificate(current["tls.crt"])
+    since = _since(annotations)
+    settled = since is None or now - since >= settle
+
+    def secret(files: dict[str, bytes], step: str | None) -> dict[str, Any]:
+        out = _secret(dc, dc.tls_secret, files, "kubernetes.io/tls")
+        if step:
+            out["metadata"]["annotations"] = {STEP_ANNOTATION: step,
+                                              SINCE_ANNOTATION: _now_iso(now)}
+        return out
+
+    if ca not in bundle:
+        # (1) the pods learn to trust the new CA before anything presents it.
+        return Step(secret({**current, "ca.crt": _pem([*bundle, ca])}, "trust-extended"),
+                    "CATrustExtended", f"{dc.tls_secret}: ca.crt now holds the new CA next to "
+                    "the old one; the certificate from the new CA follows once every pod "
+                    "trusts both")
+    if not _issued_by(cert, ca):
+        if not settled:
+            return Step(None)
+        # (2) every pod trusts the new CA by now: a certificate from it.
+        new = issue_node_cert(dc, ca_crt, ca_key)
+        files = {k: base64.b64decode(v) for k, v in new["data"].items()}
+        return Step(secret({**files, "ca.crt": _pem(bundle)}, "new-ca-certificate"),
+                    "CertificateRenewed", f"{dc.tls_secret}: a certificate from the new CA; "
+                    "the old CA is dropped from ca.crt once every pod serves it")
+    if len(bundle) > 1:
+        if not settled:
+            return Step(None)
+        # (3) every pod presents the new CA's certificate: the old CA goes.
+        return Step(secret({**current, "ca.crt": ca_crt}, None), "CATrustReduced",
+                    f"{dc.tls_secret}: ca.crt holds the new CA alone")
+    if expires_within(current["tls.crt"], renew_before, now):
+        new = issue_node_cert(dc, ca_crt, ca_key)
+        return Step(new, "CertificateRenewed",
+                    f"renewed {dc.tls_secret} from the same CA: the pods load it from the "
+                    "updated Secret without a restart")
+    return Step(None)

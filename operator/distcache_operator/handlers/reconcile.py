@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes
 
 from distcache_node.cluster.coordinator import Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient, make_session
@@ -35,6 +36,14 @@ CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
 RENEW_BEFORE = dt.timedelta(days=30)  # the operator's own certificate is renewed this early
 PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
+# Between the steps of a move to a new CA: kubelet updates a mounted Secret within about a
+# minute (its sync period plus its cache), the node notices within 2 s.
+TLS_SETTLE = 150.0
+
+
+def tls_settle() -> dt.timedelta:
+    return dt.timedelta(seconds=float(os.environ.get("DISTCACHE_TLS_SETTLE_SECONDS",
+                                                     TLS_SETTLE)))
 
 
 @dataclass
@@ -45,7 +54,7 @@ class _Cache:
     secret: tuple[str, str | None] | None = None  # cluster secret, CA: the session's
     session: aiohttp.ClientSession | None = None
     applied_at: float = 0.0
-    tls_hash: str | None = None
+    tls_cert: str | None = None  # the certificate last seen in the TLS Secret
     due: float = 0.0
     last_event: tuple[str, str] | None = None
 
@@ -139,10 +148,9 @@ class Reconciler:
                                        f"{exc}: create it (spec.auth.apiKeySecretRef) or "
                                        "remove the reference to let the operator generate one")
         ca_pem: str | None = None
-        tls_hash = ""
         if dc.spec.tls_enabled:
             try:
-                ca_pem, tls_hash = await self._tls(dc)
+                ca_pem = await self._tls(dc, c)
             except NotFound as exc:
                 return await self._problem(dc, previous, c, "SecretMissing",
                                            f"{exc}: spec.tls.secretName must name a Secret "
@@ -169,12 +177,9 @@ class Reconciler:
             ring = action.doc
             force_apply = True
         loop = asyncio.get_running_loop()
-        if tls_hash != c.tls_hash:
-            force_apply = True  # a new certificate: the template changes, the pods roll
-            c.tls_hash = tls_hash
         if force_apply or sts is None or loop.time() - c.applied_at > APPLY_EVERY:
             top = max((dc.ordinal(m.id) + 1 for m in ring.members), default=0)
-            await self._apply_owned(dc, top if sts is None else sts, tls_hash)
+            await self._apply_owned(dc, top if sts is None else sts)
             c.applied_at = loop.time()
             sts = top if sts is None else sts
 
@@ -207,11 +212,11 @@ class Reconciler:
         metrics.RING_VERSION.labels(dc.namespace, dc.name).set(computed["ringVersion"])
         return delay
 
-    async def _tls(self, dc: DistCache) -> tuple[str, str]:
-        """The CA the nodes' certificates chain to, and a hash of the certificate (on the pod
-        template: a new certificate rolls the pods one at a time). Issues CA and certificate
-        when the operator owns them and they are missing, and renews its certificate
-        RENEW_BEFORE its expiry."""
+    async def _tls(self, dc: DistCache, c: _Cache) -> str:
+        """The CA bundle the nodes' certificates chain to. Issues CA and certificate when the
+        operator owns them and they are missing, renews its certificate RENEW_BEFORE its
+        expiry and moves to a new CA in steps (tls.plan). The pods are never restarted for
+        it: they load the updated Secret's files themselves."""
         if not dc.spec.tls_secret_name:
             try:
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
@@ -222,37 +227,62 @@ class Reconciler:
                     await self.api.event(dc, "SecretCreated", f"issued CA {dc.ca_secret}")
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
                 ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
-            try:
-                current = await self.api.read_secret_key(dc.namespace, dc.tls_secret,
-                                                         "tls.crt")
-                if tls.expires_within(current.encode(), RENEW_BEFORE):
-                    await self.api.replace_secret(
-                        tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode()))
-                    await self.api.event(dc, "CertificateRenewed",
-                                         f"renewed {dc.tls_secret}: the pods roll one at a "
-                                         "time onto it")
-            except NotFound:
+            current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+            if current is None or "tls.crt" not in current[0]:
                 cert = tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode())
                 if await self.api.create_secret_if_missing(cert):
                     await self.api.event(dc, "SecretCreated",
                                          f"issued certificate {dc.tls_secret}")
+            else:
+                step = tls.plan(dc, current[0], current[1], ca_crt.encode(), ca_key.encode(),
+                                RENEW_BEFORE, tls_settle())
+                if step.secret is not None:
+                    await self.api.replace_secret(step.secret)
+                    await self.api.event(dc, step.reason, step.message)
         crt = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
         await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.key")
         ca_text = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
-        return ca_text, hashlib.sha256(crt.encode()).hexdigest()[:16]
+        if c.tls_cert is not None and c.tls_cert != crt:
+            await self._tls_changed(dc, c, crt, ca_text)
+        c.tls_cert = crt
+        return ca_text
+
+    async def _tls_changed(self, dc: DistCache, c: _Cache, crt: str, ca_text: str) -> None:
+        """A new certificate in the Secret: the pods take it in without a restart. Warn when
+        the CA bundle no longer holds the CA the previous certificate came from (a user's
+        Secret swapped in one go): until kubelet has updated every pod, peers on different
+        versions refuse each other."""
+        before = c.secret[1] if c.secret else None
+        if before is None:
+            return
+        try:
+            old = {x.fingerprint(hashes.SHA256()) for x in tls.split_pem(before.encode())}
+            new = {x.fingerprint(hashes.SHA256()) for x in tls.split_pem(ca_text.encode())}
+        except ValueError:
+            return
+        if old and not old & new:
+            await self.api.event(
+                dc, "CAReplaced", f"Secret {dc.tls_secret}: ca.crt no longer holds the CA the "
+                "pods trusted; until kubelet has updated every pod (about a minute) peers may "
+                "refuse each other. Publish old and new CA together in ca.crt first, then the "
+                "new certificate, then drop the old CA (operator/README.md)", warning=True)
+        else:
+            await self.api.event(dc, "CertificateChanged",
+                                 f"Secret {dc.tls_secret} holds a new certificate: the pods "
+                                 "load it without a restart")
 
     def _client(self, c: _Cache, member: Member) -> PeerClient:
         assert c.session is not None
         return PeerClient(member.id, member.url, c.session, timeout=PEER_TIMEOUT)
 
-    async def _apply_owned(self, dc: DistCache, replicas: int, tls_hash: str) -> None:
+    async def _apply_owned(self, dc: DistCache, replicas: int) -> None:
         await self.api.apply(builders.build_headless_service(dc))
         await self.api.apply(builders.build_client_service(dc))
         if dc.spec.pdb_enabled:
             await self.api.apply(builders.build_pdb(dc))
         else:
             await self.api.delete(builders.build_pdb(dc))
-        await self.api.apply(builders.build_statefulset(dc, replicas, tls_hash))
+        await self.api.apply(builders.build_statefulset(dc, replicas))
 
     async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
                    store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,
