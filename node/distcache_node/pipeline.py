@@ -50,7 +50,15 @@ API_KEY_HEADER = istr("X-API-Key")  # pre-folded: a faster header lookup on ever
 
 
 def api_key_of(request: web.Request) -> str | None:
-    return request.headers.get(API_KEY_HEADER) or request.query.get("api_key")
+    """The X-API-Key header, else the api_key query parameter, else a bearer token
+    (`Authorization: Bearer <key>`: what a Prometheus Operator ServiceMonitor sends from a
+    Secret, where a query parameter would have to hold the key in plain text)."""
+    given = request.headers.get(API_KEY_HEADER) or request.query.get("api_key")
+    if given is None:
+        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return given
 
 
 def check_api_key(request: web.Request, expected: str) -> None:

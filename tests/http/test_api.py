@@ -791,6 +791,9 @@ async def test_api_key_is_required(
             ({"X-API-Key": API_KEY[:-1]}, {}, "invalid"),
             ({}, {"api_key": "wrong"}, "invalid"),
             ({"X-API-Key": "wrong"}, {"api_key": API_KEY}, "invalid"),  # the header wins
+            ({"Authorization": "Bearer wrong"}, {}, "invalid"),
+            ({"Authorization": f"Basic {API_KEY}"}, {}, "missing"),
+            ({"X-API-Key": "wrong", "Authorization": f"Bearer {API_KEY}"}, {}, "invalid"),
         ]:
             before = await state_of(seeded)
             reply = await call(anonymous, method, seeded, path, headers=headers,
@@ -818,6 +821,11 @@ async def test_api_key_in_header_or_query_param(seeded: str) -> None:
                    json={"key": "q", "value": 1}, expect=200)
         await call(anonymous, "GET", seeded, "/debug/heap",
                    params={"api_key": API_KEY, "seconds": "0.05"}, expect=200)
+        by_bearer = await call(anonymous, "GET", seeded, "/get", params={"key": "k"},
+                               headers={"Authorization": f"Bearer {API_KEY}"}, expect=200)
+        assert by_bearer.body == by_header.body
+        await call(anonymous, "GET", seeded, "/metrics",
+                   headers={"Authorization": f"Bearer {API_KEY}"}, expect=200)
 
 
 async def test_non_utf8_api_key_is_401(seeded: str, http: aiohttp.ClientSession) -> None:
