@@ -18,6 +18,9 @@ from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
 TLS_DIR = "/etc/distcache/tls"
+SERVICE_ROLE_LABEL = "distcache.io/service"
+CERT_MANAGER_API = "cert-manager.io/v1"
+MONITORING_API = "monitoring.coreos.com/v1"
 
 
 def owner_reference(dc: DistCache) -> dict[str, Any]:
@@ -64,7 +67,9 @@ def build_secrets(dc: DistCache) -> list[dict[str, Any]]:
 def build_headless_service(dc: DistCache) -> dict[str, Any]:
     """Peers' DNS names (<pod>.<name>-peers), published before the pods are ready: a joining
     or refilling node must be reachable by its peers and the operator."""
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.peers_service),
+    meta = _meta(dc, dc.peers_service)
+    meta["labels"][SERVICE_ROLE_LABEL] = "peers"  # what the ServiceMonitor selects
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                      "selector": dict(dc.selector_labels),
                      "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
@@ -185,5 +190,62 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": dict(dc.selector_labels)},
             "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+
+
+def build_certificate(dc: DistCache) -> dict[str, Any]:
+    """spec.tls.issuerRef: a cert-manager Certificate into <name>-tls (tls.crt, tls.key,
+    ca.crt), valid for every pod's peer name, the client Service and loopback (kubectl
+    port-forward), for both sides of the nodes' mutual TLS. cert-manager renews it; the pods
+    load the updated Secret without a restart."""
+    from distcache_operator.tls import hosts
+
+    issuer = dc.spec.tls_issuer
+    assert issuer is not None
+    names = hosts(dc)
+    return {
+        "apiVersion": CERT_MANAGER_API, "kind": "Certificate",
+        "metadata": _meta(dc, dc.certificate),
+        "spec": {
+            "secretName": dc.tls_secret,
+            "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
+            "dnsNames": [h for h in names if not h[0].isdigit()],
+            "ipAddresses": [h for h in names if h[0].isdigit()],
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        },
+    }
+
+
+def build_service_monitor(dc: DistCache) -> dict[str, Any]:
+    """spec.metrics.serviceMonitor: every pod's /metrics through the headless Service (which
+    lists pods that are not ready too), with the API key as a bearer token from its Secret
+    and, with TLS, verified against the DistCache's CA under the client Service's name (the
+    certificate names the Service and the pods' DNS names, not their IPs). Each series gets
+    the DistCache's name as label `distcache` next to the usual `pod` and `namespace`."""
+    s = dc.spec
+    key = dc.api_key_secret
+    endpoint: dict[str, Any] = {
+        "port": dc.scheme, "path": "/metrics", "scheme": dc.scheme,
+        "interval": s.service_monitor_interval,
+        "authorization": {"type": "Bearer", "credentials": {"name": key.name, "key": key.key}},
+        "relabelings": [{"action": "replace", "targetLabel": "distcache",
+                         "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_"
+                                          "instance"]}],
+    }
+    if s.tls_enabled:
+        endpoint["tlsConfig"] = {
+            "ca": {"secret": {"name": dc.tls_secret, "key": "ca.crt"}},
+            "serverName": f"{dc.client_service}.{dc.namespace}.svc",
+        }
+    meta = _meta(dc, dc.service_monitor)
+    meta["labels"] = {**s.service_monitor_labels, **meta["labels"]}
+    return {
+        "apiVersion": MONITORING_API, "kind": "ServiceMonitor", "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": {**dc.selector_labels, SERVICE_ROLE_LABEL: "peers"}},
+            "namespaceSelector": {"matchNames": [dc.namespace]},
+            "endpoints": [endpoint],
         },
     }

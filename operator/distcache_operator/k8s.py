@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 from distcache_node.cluster.coordinator import RingConflict
@@ -43,7 +44,12 @@ _PATHS = {
     ("apps/v1", "StatefulSet"): "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
     ("policy/v1", "PodDisruptionBudget"):
         "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
+    ("cert-manager.io/v1", "Certificate"):
+        "/apis/cert-manager.io/v1/namespaces/{ns}/certificates/{name}",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"):
+        "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors/{name}",
 }
+SERVED_TTL = 30.0  # seconds an API discovery answer is reused
 
 
 def object_path(obj: dict[str, Any]) -> str:
@@ -55,6 +61,21 @@ def object_path(obj: dict[str, Any]) -> str:
 class Api:
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
+        self._served: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def served(self, group_version: str, resource: str) -> bool:
+        """Whether the API server serves `resource` in `group_version` (an optional API whose
+        CRDs may be missing: cert-manager, the Prometheus Operator). Reused for SERVED_TTL."""
+        now = time.monotonic()
+        seen = self._served.get(group_version)
+        if seen is None or now - seen[0] > SERVED_TTL:
+            doc = await self.kube.get_or_none(f"/apis/{group_version}")
+            names = frozenset(r["name"] for r in (doc or {}).get("resources") or [])
+            seen = self._served[group_version] = (now, names)
+        return resource in seen[1]
+
+    async def get(self, obj: dict[str, Any]) -> Any:
+        return await self.kube.get_or_none(object_path(obj))
 
     async def apply(self, obj: dict[str, Any]) -> Any:
         return await self.kube.apply(object_path(obj), obj, MANAGER)

@@ -70,6 +70,15 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True)
+class IssuerRef:
+    """A cert-manager issuer (spec.tls.issuerRef)."""
+
+    name: str
+    kind: str = "Issuer"
+    group: str = "cert-manager.io"
+
+
+@dataclass(frozen=True)
 class DistCacheSpec:
     replicas: int = DEFAULT_REPLICAS
     image: str = ""
@@ -91,7 +100,11 @@ class DistCacheSpec:
     pod_annotations: dict[str, str] = field(default_factory=dict)
     pod_labels: dict[str, str] = field(default_factory=dict)
     tls_enabled: bool = True
-    tls_secret_name: str = ""  # empty: the operator issues a CA and a certificate
+    tls_secret_name: str = ""  # empty: the operator (or cert-manager) issues the certificate
+    tls_issuer: IssuerRef | None = None  # cert-manager issues it into <name>-tls
+    service_monitor: bool = False
+    service_monitor_interval: str = "30s"
+    service_monitor_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,15 @@ class DistCache:
     def tls_secret(self) -> str:
         """tls.crt, tls.key and ca.crt: the user's (spec.tls.secretName) or the operator's."""
         return self.spec.tls_secret_name or f"{self.name}-tls"
+
+    @property
+    def certificate(self) -> str:
+        """The cert-manager Certificate (spec.tls.issuerRef)."""
+        return self.name
+
+    @property
+    def service_monitor(self) -> str:
+        return self.name
 
     @property
     def ca_secret(self) -> str:
@@ -221,6 +243,19 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
             raise SpecError("spec.auth.apiKeySecretRef.name is required")
         api_key_ref = SecretKeyRef(str(ref["name"]), str(ref.get("key") or "api-key"))
     tls = spec.get("tls") or {}
+    issuer = None
+    if tls.get("issuerRef"):
+        ref = tls["issuerRef"]
+        if not ref.get("name"):
+            raise SpecError("spec.tls.issuerRef.name is required")
+        if tls.get("secretName"):
+            raise SpecError("spec.tls: give secretName or issuerRef, not both")
+        kind = str(ref.get("kind") or "Issuer")
+        if kind not in ("Issuer", "ClusterIssuer"):
+            raise SpecError(f"spec.tls.issuerRef.kind must be Issuer or ClusterIssuer, "
+                            f"not {kind!r}")
+        issuer = IssuerRef(str(ref["name"]), kind, str(ref.get("group") or "cert-manager.io"))
+    monitor = (spec.get("metrics") or {}).get("serviceMonitor") or {}
     rate = spec.get("rateLimit") or {}
     pdb = spec.get("podDisruptionBudget") or {}
     return DistCacheSpec(
@@ -246,4 +281,9 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         pod_labels=dict(spec.get("podLabels") or {}),
         tls_enabled=bool(tls.get("enabled", True)),
         tls_secret_name=str(tls.get("secretName") or ""),
+        tls_issuer=issuer,
+        service_monitor=bool(monitor.get("enabled", False)),
+        service_monitor_interval=str(monitor.get("interval") or "30s"),
+        service_monitor_labels={str(k): str(v) for k, v in
+                                (monitor.get("labels") or {}).items()},
     )

@@ -49,10 +49,13 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
 
 def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
             previous: Mapping[str, Any], error: str | None = None,
-            pod_problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+            pod_problems: Mapping[str, str] | None = None,
+            notes: Sequence[str] = ()) -> dict[str, Any]:
     """The whole status (merge-patched over the old one). `error`: a problem the user must
     fix (missing Secret, bad spec) found before or while acting; `pod_problems`: pods whose
-    container cannot run (bad image, crash loop), by name."""
+    container cannot run (bad image, crash loop), by name; `notes`: what is not there but
+    does not degrade the cache (a ServiceMonitor whose API is not served), appended to the
+    Available message."""
     gen = dc.generation
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
@@ -94,7 +97,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         available = (False, "MembersDown", f"{len(unreachable)} members unreachable at "
                      f"replication {ring.replication}: some keys may be unavailable")
     else:
-        available = (True, "Serving", f"{ready} of {len(ring.members)} pods ready")
+        available = (True, "Serving", "; ".join([f"{ready} of {len(ring.members)} pods ready",
+                                                  *notes]))
 
     if migrating:
         pend = "; ".join(action.pending) if action.pending else action.reason

@@ -123,7 +123,8 @@ main.main(args=args, prog_name="distcache-operator", standalone_mode=False)
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret cert-manager writes for the chart's DistCache (cache.tls.certManager). */}}
+{{/* The Secret cert-manager writes for the chart's DistCache (cache.tls.certManager): the
+operator's Certificate names <name>-tls. */}}
 {{- define "distcache.certManagerSecret" -}}
-{{- printf "%s-cert-manager-tls" .Values.cache.name -}}
+{{- printf "%s-tls" .Values.cache.name -}}
 {{- end -}}

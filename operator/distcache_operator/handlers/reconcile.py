@@ -55,6 +55,8 @@ class _Cache:
     session: aiohttp.ClientSession | None = None
     applied_at: float = 0.0
     tls_cert: str | None = None  # the certificate last seen in the TLS Secret
+    notes: list[str] = field(default_factory=list)  # for the Available condition
+    monitor_event: str | None = None
     due: float = 0.0
     last_event: tuple[str, str] | None = None
 
@@ -150,6 +152,10 @@ class Reconciler:
         ca_pem: str | None = None
         if dc.spec.tls_enabled:
             try:
+                if dc.spec.tls_issuer is not None:
+                    waiting = await self._cert_manager(dc)
+                    if waiting is not None:
+                        return await self._problem(dc, previous, c, *waiting)
                 ca_pem = await self._tls(dc, c)
             except NotFound as exc:
                 return await self._problem(dc, previous, c, "SecretMissing",
@@ -199,7 +205,8 @@ class Reconciler:
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
         pods, failing = await self.api.pods(dc)
-        computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing)
+        computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing,
+                                  notes=c.notes)
         if failing and c.last_event != ("PodsFailing", str(sorted(failing.items()))):
             c.last_event = ("PodsFailing", str(sorted(failing.items())))
             await self.api.event(dc, "PodsFailing", computed["conditions"][2]["message"],
@@ -217,7 +224,7 @@ class Reconciler:
         operator owns them and they are missing, renews its certificate RENEW_BEFORE its
         expiry and moves to a new CA in steps (tls.plan). The pods are never restarted for
         it: they load the updated Secret's files themselves."""
-        if not dc.spec.tls_secret_name:
+        if not dc.spec.tls_secret_name and dc.spec.tls_issuer is None:
             try:
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
                 ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
@@ -239,6 +246,7 @@ class Reconciler:
                 if step.secret is not None:
                     await self.api.replace_secret(step.secret)
                     await self.api.event(dc, step.reason, step.message)
+                    c.tls_cert = None  # said by the event: no CertificateChanged for it
         crt = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
         await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.key")
         ca_text = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
@@ -246,6 +254,56 @@ class Reconciler:
             await self._tls_changed(dc, c, crt, ca_text)
         c.tls_cert = crt
         return ca_text
+
+    async def _cert_manager(self, dc: DistCache) -> tuple[str, str] | None:
+        """spec.tls.issuerRef: the Certificate applied; (reason, message) while its Secret is
+        not there (or cert-manager is not installed), None once the pods can mount it."""
+        if not await self.api.served(builders.CERT_MANAGER_API, "certificates"):
+            return ("CertManagerMissing", "spec.tls.issuerRef needs cert-manager, but this "
+                    f"cluster does not serve {builders.CERT_MANAGER_API} Certificates: install "
+                    "cert-manager, or use spec.tls.secretName (or neither, and the operator "
+                    "issues the certificates)")
+        cert = builders.build_certificate(dc)
+        await self.api.apply(cert)
+        current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+        missing = [key for key in ("tls.crt", "tls.key", "ca.crt")
+                   if current is None or not current[0].get(key)]
+        if not missing:
+            return None
+        got = await self.api.get(cert) or {}
+        conditions = (got.get("status") or {}).get("conditions") or []
+        ready: dict[str, Any] = next((cd for cd in conditions if cd.get("type") == "Ready"), {})
+        issuer = dc.spec.tls_issuer
+        assert issuer is not None
+        why = (f"Certificate {dc.certificate} not ready: {ready.get('reason', 'Pending')}: "
+               f"{ready.get('message', 'cert-manager has not answered yet')}")
+        if current is not None and missing == ["ca.crt"]:
+            why = (f"{issuer.kind} {issuer.name} wrote no ca.crt into Secret {dc.tls_secret}: "
+                   "the nodes need the CA to verify each other (use a CA, SelfSigned or Vault "
+                   "issuer)")
+        return ("CertificateNotReady", f"waiting for cert-manager ({issuer.kind} "
+                f"{issuer.name}) to issue Secret {dc.tls_secret}: {why}")
+
+    async def _monitoring(self, dc: DistCache, c: _Cache) -> None:
+        """The ServiceMonitor when asked for and its API is served; removed when no longer
+        asked for. An unserved API is not a fault of the cache: an Event once and a note in
+        the Available condition (c.notes), and it is created once the CRD appears."""
+        served = await self.api.served(builders.MONITORING_API, "servicemonitors")
+        monitor = builders.build_service_monitor(dc)
+        c.notes = []
+        if dc.spec.service_monitor:
+            if served:
+                await self.api.apply(monitor)
+                return
+            note = (f"no ServiceMonitor: this cluster does not serve "
+                    f"{builders.MONITORING_API} ServiceMonitors (install the Prometheus "
+                    "Operator's CRDs; the operator creates it then)")
+            c.notes = [note]
+            if c.monitor_event != note:
+                c.monitor_event = note
+                await self.api.event(dc, "ServiceMonitorUnavailable", note, warning=True)
+        elif served:
+            await self.api.delete(monitor)
 
     async def _tls_changed(self, dc: DistCache, c: _Cache, crt: str, ca_text: str) -> None:
         """A new certificate in the Secret: the pods take it in without a restart. Warn when
@@ -283,6 +341,7 @@ class Reconciler:
         else:
             await self.api.delete(builders.build_pdb(dc))
         await self.api.apply(builders.build_statefulset(dc, replicas))
+        await self._monitoring(dc, cache_for(dc.uid))
 
     async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
                    store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,

@@ -184,3 +184,51 @@ def test_renewal_is_due_within_the_margin(make_dc) -> None:
     now = dt.datetime.now(dt.UTC)
     assert not tls.expires_within(cert, dt.timedelta(days=30), now)
     assert tls.expires_within(cert, dt.timedelta(days=30), now + dt.timedelta(days=340))
+
+
+def test_cert_manager_certificate_names_every_pod_into_the_mounted_secret(make_dc) -> None:
+    dc = make_dc(tls={"issuerRef": {"name": "ca", "kind": "ClusterIssuer"}})
+    cert = builders.build_certificate(dc)
+    _owned(cert, dc)
+    assert cert["apiVersion"] == "cert-manager.io/v1" and cert["kind"] == "Certificate"
+    spec = cert["spec"]
+    assert spec["secretName"] == dc.tls_secret == "cache-tls"
+    assert spec["issuerRef"] == {"name": "ca", "kind": "ClusterIssuer",
+                                 "group": "cert-manager.io"}
+    assert "*.cache-peers.ns.svc.cluster.local" in spec["dnsNames"]
+    assert "cache.ns.svc" in spec["dnsNames"] and spec["ipAddresses"] == ["127.0.0.1"]
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    vols = build_statefulset(dc, 3)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "cache-tls", "defaultMode": 0o440}} in vols
+
+
+def test_service_monitor_scrapes_the_pods_with_the_key_and_the_ca(make_dc) -> None:
+    dc = make_dc(metrics={"serviceMonitor": {"enabled": True, "interval": "15s",
+                                             "labels": {"release": "prom"}}})
+    sm = builders.build_service_monitor(dc)
+    _owned(sm, dc)
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    headless = build_headless_service(dc)
+    # Selects the headless Service (every pod, ready or not) and nothing else.
+    match = sm["spec"]["selector"]["matchLabels"]
+    assert match.items() <= headless["metadata"]["labels"].items()
+    assert not match.items() <= build_client_service(dc)["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["ns"]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == headless["spec"]["ports"][0]["name"] == "https"
+    pod = build_statefulset(dc, 3)["spec"]["template"]["spec"]["containers"][0]
+    assert pod["ports"][0]["name"] == ep["port"]
+    assert ep["path"] == "/metrics" and ep["scheme"] == "https" and ep["interval"] == "15s"
+    assert ep["authorization"] == {"type": "Bearer",
+                                   "credentials": {"name": "cache-api-key", "key": "api-key"}}
+    assert ep["tlsConfig"]["ca"] == {"secret": {"name": "cache-tls", "key": "ca.crt"}}
+    assert ep["tlsConfig"]["serverName"] == "cache.ns.svc"  # a name the certificate holds
+    from distcache_operator import tls
+
+    assert ep["tlsConfig"]["serverName"] in tls.hosts(dc)
+    assert ep["relabelings"][0]["targetLabel"] == "distcache"
+    plain = builders.build_service_monitor(make_dc(
+        tls={"enabled": False}, auth={"apiKeySecretRef": {"name": "k", "key": "t"}}))
+    (ep,) = plain["spec"]["endpoints"]
+    assert ep["scheme"] == "http" and "tlsConfig" not in ep
+    assert ep["authorization"]["credentials"] == {"name": "k", "key": "t"}

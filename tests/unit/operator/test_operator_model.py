@@ -62,6 +62,9 @@ def test_max_memory_from_the_limit_or_given(make_dc) -> None:
     ({"replicas": -1}, "at least 0"),
     ({"maxMemory": "10k"}, "too small"),
     ({"auth": {"apiKeySecretRef": {"key": "x"}}}, "name is required"),
+    ({"tls": {"issuerRef": {"kind": "Issuer"}}}, "issuerRef.name is required"),
+    ({"tls": {"secretName": "s", "issuerRef": {"name": "i"}}}, "not both"),
+    ({"tls": {"issuerRef": {"name": "i", "kind": "Other"}}}, "Issuer or ClusterIssuer"),
 ])
 def test_specs_the_operator_cannot_serve(make_dc, spec, message) -> None:
     with pytest.raises(SpecError, match=message):
@@ -76,6 +79,37 @@ def test_replication_above_replicas_is_fine_for_zero_or_one(make_dc) -> None:
 def test_user_api_key_secret(make_dc) -> None:
     dc = make_dc(auth={"apiKeySecretRef": {"name": "mine"}})
     assert dc.api_key_secret == SecretKeyRef("mine", "api-key")
+
+
+def test_tls_sources_and_service_monitor(make_dc) -> None:
+    from distcache_operator.model import IssuerRef
+
+    plain = make_dc()
+    assert plain.spec.tls_issuer is None and plain.tls_secret == "cache-tls"
+    assert plain.spec.service_monitor is False
+    cm = make_dc(tls={"issuerRef": {"name": "ca"}})
+    assert cm.spec.tls_issuer == IssuerRef("ca", "Issuer", "cert-manager.io")
+    assert cm.tls_secret == "cache-tls" and cm.certificate == "cache"
+    sm = make_dc(metrics={"serviceMonitor": {"enabled": True, "labels": {"a": "b"}}})
+    assert sm.spec.service_monitor and sm.spec.service_monitor_interval == "30s"
+    assert sm.spec.service_monitor_labels == {"a": "b"}
+
+
+def test_crd_tls_sources_and_metrics_match_the_model() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]
+    tls = props["tls"]
+    rules = " ".join(r["rule"] for r in tls["x-kubernetes-validations"])
+    assert "has(self.issuerRef)" in rules and "secretName" in rules
+    ref = tls["properties"]["issuerRef"]
+    assert ref["required"] == ["name"]
+    assert ref["properties"]["kind"]["enum"] == ["Issuer", "ClusterIssuer"]
+    assert ref["properties"]["kind"]["default"] == "Issuer"
+    assert ref["properties"]["group"]["default"] == "cert-manager.io"
+    monitor = props["metrics"]["properties"]["serviceMonitor"]["properties"]
+    assert monitor["enabled"]["default"] is False
+    assert monitor["interval"]["default"] == "30s"
 
 
 def test_crd_matches_the_model() -> None:
