@@ -39,6 +39,11 @@ class ClusterNode:
         self.doc = RingDoc(version=0, replication=config.replication, members=())
         self.target = Ring([], config.replication)
         self.previous = Ring([], config.replication)
+        # Placements of the rings followed since the last one every member placed: a ring
+        # changed without joining/leaving states (a hand edit, a new replication factor)
+        # moves keys too, and until every member has placed it the old owners hold them.
+        self.unsettled: list[Ring] = []
+        self._settled_version = 0
         self.peers: dict[str, PeerClient] = {}
         self.membership = Membership(config.heartbeat_interval, config.suspect_after,
                                      on_change=self._peer_changed)
@@ -90,9 +95,11 @@ class ClusterNode:
                             built.fast.close()
                     raise RingError(f"member {member.id!r}: url {member.url!r}: {exc}") from None
         # Nothing below can fail: swap the new ring in.
-        old = self.doc
+        old, target = self.doc, doc.target()
+        if old.members and not self.target.same_placement(target):
+            self.unsettled = [*(self.unsettled if self.settling else []), self.target]
         self.doc = doc
-        self.target = doc.target()
+        self.target = target
         self.previous = doc.previous()
         for member_id, client in fresh.items():
             replaced = self.peers.get(member_id)
@@ -122,6 +129,38 @@ class ClusterNode:
             except RingError as exc:
                 log.warning("ring from peer %s refused, keeping v%d: %s", sender,
                             self.doc.version, exc)
+
+    @property
+    def settling(self) -> bool:
+        """This ring moved keys and some member (this one included) has not placed it yet:
+        a miss at a new owner may only mean the key has not reached it. Once every member
+        reports the version placed, this costs one comparison."""
+        version = self.doc.version
+        if self._settled_version == version or not self.unsettled:
+            return False
+        # A dead peer places nothing and answers nothing: it does not hold this up.
+        if self.migration.placed_version >= version and all(
+                self.membership.placed_version(p) >= version
+                for p in self.peers if self.membership.is_alive(p)):
+            self._settled_version, self.unsettled = version, []
+            return False
+        return True
+
+    def old_owners(self, key: str) -> list[str]:
+        """Live members that held the key before the rings in flight: during joins and
+        leaves, or until a ring that moved keys is placed everywhere."""
+        rings = ([self.previous] if self.doc.in_transition else []) + (
+            self.unsettled if self.settling else [])
+        out: list[str] = []
+        for ring in rings:
+            for member in ring.owners(key):
+                if member not in out and self.is_alive(member):
+                    out.append(member)
+        return out
+
+    def in_flux(self) -> bool:
+        """Keys may be somewhere other than their owners on this ring."""
+        return self.doc.in_transition or self.settling
 
     def is_alive(self, member: str) -> bool:
         return member == self.id or self.membership.is_alive(member)
@@ -157,7 +196,7 @@ class ClusterNode:
         """
         writers = self.live_owners(key)
         natural = self.target.owners(key)
-        transition = self.doc.in_transition
+        transition = self.in_flux()
         ready = [m for m in writers if self.is_ready(m)]
         if self.id in ready and self.id in natural:
             # Our own copy is as good as the primary's (an acknowledged write is on every
@@ -168,8 +207,8 @@ class ClusterNode:
         candidates = [(m, not transition and m in ready and m in natural) for m in order]
         if transition:
             # While keys move, the old owners still hold what has not moved yet.
-            for member in self.previous.owners(key):
-                if member not in order and self.is_alive(member):
+            for member in self.old_owners(key):
+                if member not in order:
                     candidates.append((member, False))
         return candidates
 

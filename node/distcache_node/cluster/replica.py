@@ -65,7 +65,7 @@ class Replica:
         # A coordinator still on the old ring may write to an owner that is no longer one:
         # let the migration hand such keys on. (A sender on our ring or a newer one, such as
         # a migration pass, places keys on their owners: no need to look.)
-        recent = self.node.doc.in_transition or now - self.node.ring_changed_at < RING_SETTLE
+        recent = self.node.in_flux() or now - self.node.ring_changed_at < RING_SETTLE
         if entries and recent and (sender_ring is None or sender_ring < self.node.doc.version):
             owners, me = self.node.target.owners, self.node.id
             for entry in entries:

@@ -121,7 +121,7 @@ class ClusterRouter:
         (read_candidates would ask it first and take its miss as final). REMOTE when the
         owners must be asked."""
         node = self.node
-        if node.ready and not node.doc.in_transition and node.id in node.target.owners(key):
+        if node.ready and not node.in_flux() and node.id in node.target.owners(key):
             return node.store.get_with_ttl(key)
         return REMOTE
 
@@ -189,10 +189,9 @@ class ClusterRouter:
         deleted: set[str] = set()
         reissued: set[str] = set()
         extra = {}
-        if deletes and node.doc.in_transition:
+        if deletes and node.in_flux():
             # Old owners may still hold a copy in migration: delete it there too.
-            extra = {k: [m for m in node.previous.owners(k) if node.is_alive(m)]
-                     for k in by_key_delete}
+            extra = {k: node.old_owners(k) for k in by_key_delete}
         for _ in range(MAX_ROUNDS):
             plan_e: dict[str, list[WireEntry]] = defaultdict(list)
             plan_d: dict[str, list[tuple[str, int]]] = defaultdict(list)
@@ -307,10 +306,10 @@ class ClusterRouter:
     ) -> tuple[int, int]:
         """Increment here, as the key's primary, and replicate; (new value, its version)."""
         node = self.node
-        if node.doc.in_transition and node.store.get(key) is None:
+        if node.in_flux() and node.store.get(key) is None:
             # The counter may not have moved here yet: take it from an old owner first.
-            for member in node.previous.owners(key):
-                if member != node.id and node.is_alive(member):
+            for member in node.old_owners(key):
+                if member != node.id:
                     try:
                         node.replica.apply(await node.peer(member).get_many([key]), [])
                         break
