@@ -20,9 +20,11 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.protocol import RING_VERSION_HEADER as RING_HEADER
+from distcache_node.protocol import STOPPING_HEADER
 
 
 def ring_of_status(status: Any) -> RingDoc:
@@ -63,6 +65,9 @@ class DistCacheClient:
         self.ring: RingDoc | None = None
         self._urls: dict[str, str] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        # Nodes to keep off while they stop or are unreachable, each with a task polling its
+        # /readyz; a node is used again once it answers ready (a restarted pod).
+        self._avoid: dict[str, asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> DistCacheClient:
         await self.refresh()
@@ -74,7 +79,35 @@ class DistCacheClient:
     async def close(self) -> None:
         if self._refreshing is not None:
             self._refreshing.cancel()
+        for task in self._avoid.values():
+            task.cancel()
         await self.session.close()
+
+    def avoiding(self) -> list[str]:
+        return list(self._avoid)
+
+    def _keep_off(self, url: str) -> None:
+        # Only ring members: with one seed and no ring there is nowhere else to go.
+        if url not in self._avoid and url in self._urls.values() and not self.session.closed:
+            self._avoid[url] = asyncio.create_task(self._until_ready(url))
+
+    def _forget_address(self, url: str) -> None:
+        parsed = URL(url)
+        if isinstance(self.session.connector, aiohttp.TCPConnector) and parsed.host:
+            self.session.connector.clear_dns_cache(parsed.host, parsed.port)
+
+    async def _until_ready(self, url: str) -> None:
+        try:
+            while url in self._urls.values():
+                await asyncio.sleep(0.5)
+                self._forget_address(url)  # a restarted pod answers at a new address
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                    async with self.session.get(
+                            url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200 and STOPPING_HEADER not in resp.headers:
+                            return
+        finally:
+            self._avoid.pop(url, None)
 
     async def refresh(self) -> None:
         last: Exception | None = None
@@ -102,9 +135,16 @@ class DistCacheClient:
             self._refreshing = asyncio.create_task(self.refresh())
 
     def owner_url(self, key: str) -> str:
+        """The key's primary, or while that one stops or is unreachable its next owner."""
         assert self.ring is not None, "use `async with` or call refresh() first"
-        primary = self._target.primary(key)
-        return self._urls[primary] if primary else self.seeds[0]
+        owners = self._target.preference(key)
+        if not owners:
+            return self.seeds[0]
+        for member in owners:
+            url = self._urls[member]
+            if url not in self._avoid:
+                return url
+        return self._urls[owners[0]]
 
     async def _call(self, method: str, url: str, path: str, idempotent: bool = True,
                     **kwargs: Any) -> tuple[int, Any]:
@@ -119,16 +159,22 @@ class DistCacheClient:
         answer: tuple[int, Any] | None = None
         delay = 0.05
         while True:
-            candidates = [url, *random.sample(list(self._urls.values()), len(self._urls))]
+            others = random.sample(list(self._urls.values()), len(self._urls))
+            candidates = [url, *(u for u in others if u not in self._avoid),
+                          *(u for u in others if u in self._avoid)]
             for base in dict.fromkeys(candidates):
                 try:
                     async with self.session.request(method, base + path, **kwargs) as resp:
                         self._note_version(resp)
+                        if STOPPING_HEADER in resp.headers:
+                            self._keep_off(base)
                         body = await resp.read()
                         answer = resp.status, orjson.loads(body) if body else None
                 except aiohttp.ClientConnectorError as exc:  # never sent: safe to resend
                     last = exc
+                    self._keep_off(base)
                 except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                    self._keep_off(base)
                     if not idempotent:
                         raise ConnectionError(f"{base}: {exc!r}; the call may or may not "
                                               "have been applied") from exc

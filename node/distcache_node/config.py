@@ -88,6 +88,10 @@ class NodeConfig:
     max_connections: int = 1024
     request_read_timeout: float = 10.0  # seconds a client may take to send one request
     shutdown_timeout: float = 10.0
+    # A clustered node keeps serving this long after SIGTERM, marked stopping (not ready,
+    # dead to its peers, a header to clients), before it closes its port: load balancers
+    # and clients move off it while it still answers.
+    shutdown_drain: float = 2.0
     active_expiry_interval: float = 0.1
     access_log: bool = False
     log_level: str = "INFO"
@@ -157,6 +161,8 @@ class NodeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("--shutdown-timeout must not be negative")
+        if not self.shutdown_drain >= 0:
+            raise ConfigError("--shutdown-drain must not be negative")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(
                 f"--log-level: unknown level {self.log_level!r} (one of {', '.join(_LOG_LEVELS)})"

@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="loadcheck:", help="key prefix")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
+    p.add_argument("--retry-for", type=float, default=15.0,
+                   help="seconds the client retries an idempotent call (0: no retry at all, "
+                        "not even on another node)")
     p.add_argument("--progress", type=float, default=5.0,
                    help="seconds between progress lines on stderr (0: none)")
     return p
@@ -283,7 +286,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     watcher = asyncio.create_task(watch_stop_file())
     client = DistCacheClient(args.seed, api_key=api_key, ssl_context=context,
-                             timeout=args.timeout)
+                             timeout=args.timeout, retry_for=args.retry_for)
     try:
         for attempt in range(30):
             try:

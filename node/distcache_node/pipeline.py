@@ -23,7 +23,7 @@ from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LI
 from distcache_node.auth import keys_match
 from distcache_node.config import IPNetwork, parse_cidrs
 from distcache_node.errors import ApiError, json_error
-from distcache_node.protocol import RING_VERSION_HEADER
+from distcache_node.protocol import RING_VERSION_HEADER, STOPPING_HEADER
 from distcache_node.ratelimit import Decision, RateLimiter, client_address
 from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
@@ -176,6 +176,8 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
         if cluster is not None:
             # Ring-aware clients refresh their ring when this moves past the one they hold.
             response.headers[RING_VERSION_HEADER] = str(cluster.doc.version)
+            if cluster.stopping:
+                response.headers[STOPPING_HEADER] = "1"
         accept = request.headers.get(hdrs.ACCEPT_ENCODING)
         if accept is not None and "gzip" in accept:
             body = getattr(response, "body", None)

@@ -8,3 +8,5 @@ FROM_HEADER = "X-DistCache-From"
 RING_HEADER = RING_VERSION_HEADER
 # The cluster secret: the peer credential when there is no mutual TLS.
 SECRET_HEADER = "X-DistCache-Cluster-Secret"
+# On every answer of a node that got SIGTERM and is draining: clients send elsewhere.
+STOPPING_HEADER = "X-DistCache-Stopping"

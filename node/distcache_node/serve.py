@@ -22,6 +22,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
+from distcache_node.appkeys import CLUSTER
 from distcache_node.config import NodeConfig
 from distcache_node.errors import json_error
 from distcache_node.tlsreload import CertReloader
@@ -148,6 +149,22 @@ async def _sweep_forever(runner: GuardedAppRunner, every: float) -> None:
             log.warning("closed %d connection(s) that sent no complete request in time", dropped)
 
 
+async def drain(app: web.Application, config: NodeConfig) -> None:
+    """A clustered node's first step out: marked stopping (readiness 503, peers told to route
+    around it, a header on every answer for clients), it keeps serving for
+    `--shutdown-drain` seconds, while endpoints drop the pod and clients move off, before
+    its port closes. A second SIGTERM does not cut this short; the grace period bounds it."""
+    cluster = app[CLUSTER]
+    if cluster is None or config.shutdown_drain <= 0:
+        return
+    log.info("stopping: draining for %.1f s (not ready, peers told)", config.shutdown_drain)
+    try:
+        await asyncio.wait_for(cluster.begin_stopping(), config.shutdown_drain)
+    except TimeoutError:
+        log.warning("stopping: not every peer heard in time")
+    await asyncio.sleep(config.shutdown_drain)
+
+
 async def serve(
     app: web.Application, config: NodeConfig, stop: asyncio.Event | None = None
 ) -> None:
@@ -176,6 +193,7 @@ async def serve(
              config.scheme, config.host, config.port)
     try:
         await stop.wait()
+        await drain(app, config)
         log.info("shutting down: no new connections, finishing in-flight requests")
     finally:
         sweeper.cancel()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from distcache_node.cluster.peers import PeerError
+from distcache_node.cluster.peers import PeerClient, PeerError
 from distcache_node.cluster.ring import RingDoc, RingError
 
 if TYPE_CHECKING:
@@ -20,14 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("distcache.cluster")
 
 
-async def announce(node: ClusterNode, ready: bool) -> None:
+async def announce(node: ClusterNode, ready: bool, stopping: bool = False) -> None:
     """Tell every peer we are up, with which boot: a peer that saw our port refused (we were
     starting, or an earlier process with our id stopped) counts us alive at once instead of
-    at its next probe, so writes include us straight away."""
-    message = f"{node.id} {node.boot_id} {int(ready)}"
-    for peer in list(node.peers.values()):
+    at its next probe, so writes include us straight away. `stopping`: we got SIGTERM, route
+    around us from now on (a peer of an older version reads it as 'not ready')."""
+    message = f"{node.id} {node.boot_id} {'s' if stopping else int(ready)}"
+
+    async def one(peer: PeerClient) -> None:
         with contextlib.suppress(PeerError):
-            await peer.ping(timeout=2.0, announce=message)
+            await peer.ping(timeout=2.0 if not stopping else 1.0, announce=message)
+
+    await asyncio.gather(*(one(peer) for peer in list(node.peers.values())))
 
 
 async def refill(node: ClusterNode) -> None:

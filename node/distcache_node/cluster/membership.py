@@ -96,6 +96,13 @@ class Membership:
         if self.on_change:
             self.on_change(peer_id, before, health)
 
+    def stopping(self, peer_id: str, boot_id: str) -> None:
+        """A peer got SIGTERM and drains: route around it at once, as if its port were
+        closed (its heartbeat answers keep saying so until it is)."""
+        health = self.health.get(peer_id)
+        if health is not None and (not health.boot_id or health.boot_id == boot_id):
+            self._mark_dead(peer_id, health, "stopping (SIGTERM)")
+
     async def probe(self, peer: PeerClient) -> None:
         health = self.health.get(peer.id)
         if health is None:
@@ -110,6 +117,9 @@ class Membership:
         except PeerError as exc:
             if exc.refused or time.monotonic() - health.last_ok > self.suspect_after:
                 self._mark_dead(peer.id, health, str(exc))
+            return
+        if info.get("stopping"):
+            self._mark_dead(peer.id, health, "stopping (SIGTERM)")
             return
         before = PeerHealth(**vars(health))
         health.alive = True

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import aiohttp
+from yarl import URL
 
 from distcache_node.cluster.fastpath import FastPool
 from distcache_node.cluster.membership import Membership, PeerHealth
@@ -52,6 +53,7 @@ class ClusterNode:
         self.session: aiohttp.ClientSession | None = None
         self.client_ssl: ssl.SSLContext | None = None  # mutual TLS towards peers
         self.ring_changed_at = time.monotonic()
+        self.stopping = False
 
     # -- readiness ---------------------------------------------------------------------------
     @property
@@ -163,10 +165,24 @@ class ClusterNode:
         return self.doc.in_transition or self.settling
 
     def is_alive(self, member: str) -> bool:
-        return member == self.id or self.membership.is_alive(member)
+        # A stopping node counts itself out, like its peers do: what it coordinates goes to
+        # the owners (and stand-ins) that stay, so its exit takes no copy away.
+        if member == self.id:
+            return not self.stopping
+        return self.membership.is_alive(member)
 
     def is_ready(self, member: str) -> bool:
         return self.ready if member == self.id else self.membership.is_ready(member)
+
+    async def begin_stopping(self) -> None:
+        """SIGTERM: not ready, and every peer told to route around this node now (their
+        heartbeats keep hearing 'stopping' until the port closes), so no peer forwards to
+        it or counts it in a write quorum while it drains and after it exits."""
+        self.stopping = True
+        self.set_ready(False, "stopping")
+        from distcache_node.cluster import loops  # loops imports this module
+
+        await loops.announce(self, ready=False, stopping=True)
 
     @property
     def replication(self) -> int:
@@ -230,3 +246,16 @@ class ClusterNode:
             self.migration.wake()
         if before.alive and not after.alive:
             self.migration.peer_died()
+        if after.boot_id != before.boot_id or before.alive != after.alive:
+            # A pod that stopped comes back under its name at a new address: resolve the
+            # name again rather than wait out a cached address that no longer answers.
+            self.forget_address(peer_id)
+
+    def forget_address(self, peer_id: str) -> None:
+        peer = self.peers.get(peer_id)
+        connector = self.session.connector if self.session is not None else None
+        if peer is None or not isinstance(connector, aiohttp.TCPConnector):
+            return
+        url = URL(peer.url)
+        if url.host is not None:
+            connector.clear_dns_cache(url.host, url.port)

@@ -42,8 +42,12 @@ async def handle_ping(request: web.Request) -> web.Response:
     node = _node(request)
     announce = request.query.get("from", "").split()
     if len(announce) == 3:
-        node.membership.heard_from(announce[0], announce[1], announce[2] == "1")
+        if announce[2] == "s":
+            node.membership.stopping(announce[0], announce[1])
+        else:
+            node.membership.heard_from(announce[0], announce[1], announce[2] == "1")
     return _json({"id": node.id, "boot_id": node.boot_id, "ready": node.ready,
+                  "stopping": node.stopping,
                   "ring_version": node.doc.version,
                   "placed_version": node.migration.placed_version})
 
