@@ -1,0 +1,148 @@
+"""No failed request through a roll or a shrink.
+
+A DistCache of 5 serves steady reads and writes from a pod in the cluster: the product's own
+load program (`python -m distcache_node.loadcheck`, the ring-aware `DistCacheClient` seeded
+with the DistCache's client Service, as an application in the cluster would use it) at
+DISTCACHE_TRAFFIC_RATE operations a second. Meanwhile every pod is rolled (a pod template
+change, the same path as a new image: each pod deleted and recreated in turn) and then the
+cache shrinks 5 -> 3. The load program counts every failed request with its reason and at
+the end reads back every key it wrote: zero failures and zero lost writes, or the test fails
+with the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from ophelp import NS, distcache, k, kj, operator_logs, ring, settled, wait_for
+from tlshelp import dc_yaml, operator_ready
+
+NAME = "traffic"
+LOADER = "traffic-load"
+RATE = float(os.environ.get("DISTCACHE_TRAFFIC_RATE", "300"))
+# More arguments for the load program, e.g. "--retry-for 0" to see what the client's
+# retries are worth.
+EXTRA = os.environ.get("DISTCACHE_TRAFFIC_ARGS", "").split()
+
+
+def loader_pod(image: str) -> str:
+    """A restricted-Pod-Security pod running the load program from the node image, with the
+    DistCache's API key and CA mounted from the Secrets the operator made."""
+    seed = f"https://{NAME}.{NS}.svc:8080"
+    args = ["-m", "distcache_node.loadcheck", "--seed", seed,
+            "--api-key-file", "/key/api-key", "--ca", "/tls/ca.crt",
+            "--rate", f"{RATE:g}", "--stop-file", "/tmp/stop", "--progress", "5", *EXTRA]
+    doc = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": LOADER},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "load", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["python"], "args": args,
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                 {"name": "key", "mountPath": "/key", "readOnly": True},
+                                 {"name": "tls", "mountPath": "/tls", "readOnly": True}],
+            }],
+            "volumes": [{"name": "tmp", "emptyDir": {}},
+                        {"name": "key", "secret": {"secretName": f"{NAME}-api-key"}},
+                        {"name": "tls", "secret": {"secretName": f"{NAME}-tls",
+                                                   "items": [{"key": "ca.crt",
+                                                              "path": "ca.crt"}]}}],
+        },
+    }
+    return json.dumps(doc)
+
+
+def phase(pod: str) -> str:
+    return str((kj("get", "pod", pod).get("status") or {}).get("phase", ""))
+
+
+def progress_lines() -> list[dict[str, object]]:
+    out = k("logs", LOADER, check=False).stdout + k("logs", LOADER, check=False).stderr
+    lines = []
+    for line in out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "t" in doc:
+            lines.append(doc)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def five(node_image: str) -> Iterator[None]:
+    operator_ready()
+    k("delete", "distcache", NAME, "--ignore-not-found", "--wait=true", timeout=150)
+    k("apply", "-f", "-", input=dc_yaml(NAME, 5))
+    try:
+        wait_for("DistCache traffic Running with 5 ready pods", lambda: settled(NAME, 5), 300,
+                 every=2)
+    except AssertionError:
+        print(k("get", "all,events", "-o", "wide", check=False).stdout)
+        print(operator_logs())
+        raise
+    yield
+    k("delete", "pod", LOADER, "--ignore-not-found", "--wait=false", check=False)
+    k("delete", "distcache", NAME, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_roll_and_shrink_under_load_fail_no_request_and_lose_no_write(
+        five: None, node_image: str) -> None:
+    k("delete", "pod", LOADER, "--ignore-not-found", "--wait=true")
+    k("apply", "-f", "-", input=loader_pod(node_image))
+    wait_for("the load pod running", lambda: phase(LOADER) == "Running", 120, every=1)
+    wait_for("load under way", lambda: any(int(str(p["requests"])) > 0
+                                           for p in progress_lines()), 60, every=1)
+    time.sleep(5)
+
+    t0 = time.monotonic()
+    k("patch", f"distcache/{NAME}", "--type=merge",
+      "-p", '{"spec":{"podAnnotations":{"example.com/traffic-roll":"1"}}}')
+
+    def rolled() -> bool:
+        sts = kj("get", "statefulset", NAME)
+        st = sts.get("status") or {}
+        return (st.get("updateRevision") == st.get("currentRevision")
+                and st.get("updatedReplicas") == 5 and st.get("readyReplicas") == 5
+                and st.get("observedGeneration") == sts["metadata"]["generation"])
+
+    wait_for("every pod rolled", rolled, 600, every=1)
+    wait_for("settled after the roll", lambda: settled(NAME, 5), 180, every=1)
+    roll_s = time.monotonic() - t0
+    time.sleep(5)
+
+    t0 = time.monotonic()
+    k("scale", f"distcache/{NAME}", "--replicas=3")
+    wait_for("3 active members, settled", lambda: settled(NAME, 3), 600, every=1)
+    shrink_s = time.monotonic() - t0
+    assert len(ring(NAME)["members"]) == 3
+    time.sleep(5)
+
+    k("exec", LOADER, "--", "python", "-c", "open('/tmp/stop', 'w').close()")
+    wait_for("the load program done", lambda: phase(LOADER) in ("Succeeded", "Failed"), 180,
+             every=1)
+    out = k("logs", LOADER).stdout.strip().splitlines()
+    summary = json.loads(out[-1])
+    print(f"\nroll of 5 pods {roll_s:.0f} s, shrink 5->3 {shrink_s:.0f} s; load: "
+          f"{summary['requests']} requests in {summary['seconds']} s "
+          f"({summary['rate_achieved']}/s), {summary['failures']} failed, "
+          f"{summary['lost_writes']} lost writes of {summary['keys_checked']} keys, "
+          f"{summary['stale_reads']} stale reads, {summary['client_retries']} client retries, "
+          f"latency {summary['latency_ms']}")
+    print(json.dumps(summary, indent=1))
+    assert summary["requests"] > RATE * 30, "the load program hardly ran"
+    assert summary["failures"] == 0, summary["failure_examples"]
+    assert summary["lost_writes"] == 0, summary["lost_examples"]
+    assert phase(LOADER) == "Succeeded"
+    assert distcache(NAME)["status"]["readyReplicas"] == 3
