@@ -73,6 +73,15 @@ images: ## Build distcache/node and distcache/operator, tagged with the project 
 kind-preflight: ## Say what this machine lacks for the kind test bed (Docker, runtime wrapper, cgroups, disk)
 	@scripts/kind/preflight.sh
 
+.PHONY: cert-manager
+cert-manager: ## Build cert-manager's controller (v1.19.1, Go module proxy) into an image, and its CRDs, for the e2e tier (cached)
+	@scripts/kind/ensure-docker.sh
+	scripts/cert-manager.sh image
+
+.PHONY: prometheus-operator-crds
+prometheus-operator-crds: ## Fetch the Prometheus Operator's CRDs (Go module proxy) for the e2e tier; prints their folder
+	@scripts/prometheus-operator-crds.sh
+
 .PHONY: kind-node-image
 kind-node-image: ## Build the offline kind node image (Kubernetes v1.34.4; cold ~20-25 min on 2 cores, cached after)
 	@scripts/kind/ensure-docker.sh
