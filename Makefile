@@ -99,6 +99,10 @@ kind-down: ## Delete the kind cluster
 e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP_CLUSTER=1 keeps it)
 	@scripts/kind/e2e-tier.sh $(PY) $(PYTEST_ARGS)
 
+.PHONY: e2e
+e2e: $(STAMP) ## The e2e suite: on a fresh kind cluster (kind-up with the Helm chart, pytest e2e/, kind-down), or with KUBECONFIG set on that cluster, left as found
+	@scripts/e2e.sh $(PY) $(PYTEST_ARGS)
+
 .PHONY: dashboards
 dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules in monitoring/generated/
 	$(PY) -m monitoring.generate

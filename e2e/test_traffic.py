@@ -27,6 +27,9 @@ RATE = float(os.environ.get("DISTCACHE_TRAFFIC_RATE", "300"))
 # More arguments for the load program, e.g. "--retry-for 0" to see what the client's
 # retries are worth.
 EXTRA = os.environ.get("DISTCACHE_TRAFFIC_ARGS", "").split()
+# The cache pods' image, when not the operator's default: an older build shows what the
+# node's drain is worth (the load pod always runs the current node image).
+CACHE_IMAGE = os.environ.get("DISTCACHE_TRAFFIC_CACHE_IMAGE", "")
 
 
 def loader_pod(image: str) -> str:
@@ -84,7 +87,8 @@ def progress_lines() -> list[dict[str, object]]:
 def five(node_image: str) -> Iterator[None]:
     operator_ready()
     k("delete", "distcache", NAME, "--ignore-not-found", "--wait=true", timeout=150)
-    k("apply", "-f", "-", input=dc_yaml(NAME, 5))
+    k("apply", "-f", "-", input=dc_yaml(NAME, 5, f"  image: {CACHE_IMAGE}\n" if CACHE_IMAGE
+                                         else ""))
     try:
         wait_for("DistCache traffic Running with 5 ready pods", lambda: settled(NAME, 5), 300,
                  every=2)
