@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from kindload import load_image
 from kubehelp import REPO
 from ophelp import NS, CacheClient, client_for, condition, distcache, k, kj, settled, wait_for
 from tlshelp import dc_yaml, operator_ready, pod_identity, secret_fingerprint, wait_served
@@ -35,21 +34,6 @@ CRDS = ("certificates", "certificaterequests", "issuers", "clusterissuers")
 NAME = "cmcache"
 
 
-def kind_cluster() -> str | None:
-    """The kind cluster behind KUBECONFIG (its context is kind-<name>), if it is one."""
-    ctx = k("config", "current-context", namespace=None, check=False).stdout.strip()
-    return ctx[len("kind-"):] if ctx.startswith("kind-") else None
-
-
-def kind_binary() -> str | None:
-    cache = os.environ.get("DISTCACHE_CACHE", "/var/cache/distcache")
-    versions = (REPO / "scripts" / "kind" / "versions.env").read_text()
-    version = next(line.split("=", 1)[1] for line in versions.splitlines()
-                   if line.startswith("KIND_VERSION="))
-    path = f"{cache}/kind/bin/kind-{version}/kind"
-    return path if os.path.exists(path) else shutil.which("kind")
-
-
 def cert_manager_served() -> bool:
     return k("get", "--raw", "/apis/cert-manager.io/v1", namespace=None,
              check=False).returncode == 0
@@ -57,18 +41,9 @@ def cert_manager_served() -> bool:
 
 def load_cert_manager_image() -> str:
     """The cert-manager image on the cluster's nodes, or a skip naming what is missing."""
-    script = str(REPO / "scripts" / "cert-manager.sh")
-    image = subprocess.run([script, "name"], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    if shutil.which("docker") is None or subprocess.run(
-            ["docker", "image", "inspect", image], capture_output=True).returncode != 0:
-        pytest.skip(f"cert-manager image {image} is not built (make cert-manager builds it)")
-    cluster, kind = kind_cluster(), kind_binary()
-    if cluster is None or kind is None:
-        pytest.skip(f"cannot load {image}: the cluster is not a kind cluster (context "
-                    "kind-<name>) or the kind binary is missing")
-    subprocess.run([kind, "load", "docker-image", image, "--name", cluster],
-                   capture_output=True, text=True, check=True, timeout=300)
+    image = subprocess.run([str(REPO / "scripts" / "cert-manager.sh"), "name"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    load_image(image, "make cert-manager builds it")
     return image
 
 
