@@ -68,7 +68,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"quick start failed ({proc.returncode}):\n{proc.stderr}"
         out = proc.stdout
         assert '{"stored":true,"key":"user:1"}' in out
-        assert json.loads(out[out.index('{"key":"user:1"'):].splitlines()[0])["value"] == "Alice"
+        got, _ = json.JSONDecoder().raw_decode(out[out.rindex('{"key":"user:1"'):])
+        assert got["value"] == "Alice"
         row = next(line.split() for line in out.splitlines() if line.startswith("cache "))
         assert row[1:4] == ["5", "5", "Running"], row
         assert "distcache-dashboard-distcache-cache" in out
