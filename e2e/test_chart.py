@@ -105,7 +105,6 @@ def split_unserved(rendered: str, groups: set[str]) -> tuple[str, list[str]]:
 # presence is checked, the API server checks the rest.
 NEEDS = {
     "monitoring-values.yaml": {"ServiceMonitor", "PodMonitor", "PrometheusRule"},
-    "cert-manager-values.yaml": {"Certificate"},
 }
 
 

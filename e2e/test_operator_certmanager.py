@@ -193,3 +193,4 @@ def test_cert_manager_renewal_reaches_the_pods_without_a_restart(setup: str) -> 
         assert client.mget(list(items)) == items
     finally:
         client.close()
+    k("delete", "distcache", NAME, "--wait=false")

@@ -37,6 +37,7 @@ def rot(operator: None) -> Iterator[tuple[CacheClient, dict[str, str]]]:
     client.mset(items)
     yield client, items
     client.close()
+    k("delete", "distcache", name, "--wait=false")  # frees the 2 cores for the next tests
 
 
 def test_renewed_certificate_is_served_without_a_restart(
