@@ -194,3 +194,16 @@ def test_cert_manager_renewal_reaches_the_pods_without_a_restart(setup: str) -> 
     finally:
         client.close()
     k("delete", "distcache", NAME, "--wait=false")
+
+
+@pytest.mark.parametrize(("verb", "allowed"), [
+    ("create", True), ("patch", True), ("get", True), ("delete", False), ("list", False)])
+def test_operator_may_apply_certificates_and_nothing_more(setup: str, verb: str,
+                                                         allowed: bool) -> None:
+    from ophelp import OPERATOR_SA
+
+    if not cert_manager_served():
+        pytest.skip("needs cert-manager's CRDs (can-i answers no for an unknown resource)")
+    proc = k("auth", "can-i", verb, "certificates.cert-manager.io", f"--as={OPERATOR_SA}",
+             check=False)
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), (verb, proc.stdout)

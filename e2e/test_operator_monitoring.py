@@ -127,3 +127,15 @@ def test_service_monitor_drift_is_put_back_and_off_removes_it(mon: str) -> None:
     wait_for("ServiceMonitor removed", lambda: k("get", "servicemonitor", NAME,
                                                  check=False).returncode != 0, 90, every=2)
     k("delete", "distcache", NAME)
+
+
+@pytest.mark.parametrize(("verb", "allowed"), [
+    ("create", True), ("patch", True), ("get", True), ("delete", True), ("list", False)])
+def test_operator_may_manage_service_monitors_and_nothing_more(mon: str, verb: str,
+                                                               allowed: bool) -> None:
+    from ophelp import OPERATOR_SA
+
+    if not served():
+        pytest.skip("needs the ServiceMonitor CRD (can-i answers no for an unknown resource)")
+    proc = k("auth", "can-i", verb, CRD, f"--as={OPERATOR_SA}", check=False)
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), (verb, proc.stdout)
