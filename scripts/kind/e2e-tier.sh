@@ -40,6 +40,10 @@ if [ $urc -ne 0 ]; then
 fi
 t_up=$(( $(date +%s) - t0 ))
 eval "$(echo "$up" | tail -1)"   # export KUBECONFIG=... PATH=...
+# A real cert-manager for e2e/test_operator_certmanager.py (scripts/cert-manager.sh: Go module
+# proxy, cached; cold ~4 min on 2 cores with Go's caches warm) and the Prometheus Operator's CRDs.
+"$REPO_ROOT/scripts/cert-manager.sh" image >/dev/null \
+  || log "cert-manager not built: e2e/test_operator_certmanager.py skips"
 
 "$PY" -m pytest e2e -m "e2e or docker" "$@"; rc=$?
 t_all=$(( $(date +%s) - t0 ))
