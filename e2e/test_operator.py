@@ -421,7 +421,8 @@ def test_operator_serves_its_own_metrics(operator: None) -> None:
         fwd.close()
     for name in ("distcache_operator_reconciles_total", "distcache_operator_actions_total",
                  "distcache_operator_scale_operations_total", "distcache_operator_drains_total",
-                 "distcache_operator_reconcile_duration_seconds_bucket"):
+                 "distcache_operator_reconcile_duration_seconds_bucket",
+                 "distcache_operator_drain_duration_seconds_bucket"):
         assert name in text, name
     ok = [line for line in text.splitlines()
           if line.startswith('distcache_operator_reconciles_total{outcome="ok"}')]

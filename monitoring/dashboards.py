@@ -241,6 +241,13 @@ def operator_dashboard() -> dm.Dashboard:
          f"[{RATE}]))", "scale {{direction}}"),
         (f"sum(increase(distcache_operator_drains_total{{{SEL}}}[{RATE}]))", "drained")))
     d = d.with_panel(_series(
+        "Drain duration p50 / p99", "Time from members marked leaving to their removal from "
+        "the ring once their keys moved, over the drains that finished in the window.", "s",
+        ("histogram_quantile(0.5, sum by (le) (rate(distcache_operator_drain_duration_"
+         f"seconds_bucket{{{SEL}}}[{RATE}])))", "p50"),
+        ("histogram_quantile(0.99, sum by (le) (rate(distcache_operator_drain_duration_"
+         f"seconds_bucket{{{SEL}}}[{RATE}])))", "p99")))
+    d = d.with_panel(_series(
         "Actions", "What the operator did: scale, publish (a ring change), remove (drained "
         "members out), drop_dead, refuse, create_ring.", "short",
         (f"sum by (action) (increase(distcache_operator_actions_total{{{SEL}}}[{RATE}]))",
@@ -248,7 +255,7 @@ def operator_dashboard() -> dm.Dashboard:
     d = d.with_panel(_series(
         "Ring change in progress (drain and scale durations)",
         "1 while a DistCache has keys to move: each step's width is how long a scale or a "
-        "drain took (the operator exports no drain-duration histogram).", "none",
+        "drain took, per DistCache.", "none",
         (f"max by ({cache}) (distcache_operator_migration_keys_remaining{{{SEL}}} > bool 0)",
          "{{exported_namespace}}/{{name}}"), minimum=0, maximum=1))
     d = d.with_panel(_series(

@@ -30,6 +30,7 @@ OPERATOR_METRICS = frozenset({
     "distcache_operator_actions_total",
     "distcache_operator_scale_operations_total",
     "distcache_operator_drains_total",
+    "distcache_operator_drain_duration_seconds_bucket",
     "distcache_operator_migration_keys_remaining",
     "distcache_operator_ring_version",
 })

@@ -18,6 +18,10 @@ ACTIONS = Counter("distcache_operator_actions_total",
 SCALES = Counter("distcache_operator_scale_operations_total",
                  "StatefulSet scale operations, by direction", ["direction"])
 DRAINS = Counter("distcache_operator_drains_total", "Members drained and removed from a ring")
+DRAIN_SECONDS = Histogram("distcache_operator_drain_duration_seconds",
+                          "Time of one drain: from members marked leaving (the ring change "
+                          "published) to their removal from the ring once their keys moved",
+                          buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
 KEYS_REMAINING = Gauge("distcache_operator_migration_keys_remaining",
                        "Keys still to move in the DistCache's ring change",
                        ["namespace", "name"])

@@ -41,6 +41,7 @@ def main() -> None:
             if phase == "drain":
                 metrics.ACTIONS.labels("remove").inc()
                 metrics.DRAINS.inc()
+                metrics.DRAIN_SECONDS.observe(rng.uniform(1.5, 2.5))  # the drain phase's 2 s
                 metrics.ACTIONS.labels("scale").inc()
                 metrics.SCALES.labels("down").inc()
 

@@ -199,7 +199,8 @@ class Reconciler:
         obs = Observed(ring, sts, statuses, transition_since=_parse_time(mig.get("started")),
                        now=dt.datetime.now(dt.UTC).timestamp())
         action = decide(dc, obs)
-        delay = await self._act(dc, action, ring, store, coordinator, c, sts)
+        delay = await self._act(dc, action, ring, store, coordinator, c, sts,
+                                since=obs.transition_since)
         if action.kind in ("publish", "remove", "drop_dead", "create_ring") and action.doc:
             obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
         elif action.kind == "scale" and action.replicas is not None:
@@ -345,7 +346,9 @@ class Reconciler:
 
     async def _act(self, dc: DistCache, action: Action, ring: RingDoc,
                    store: ConfigMapRingStore, coordinator: Coordinator, c: _Cache,
-                   sts_before: int | None) -> float:
+                   sts_before: int | None, since: float | None = None) -> float:
+        """Carry out `action`. `since`: when the ring change in flight began (status
+        migration.started, so it survives an operator restart), for the drain duration."""
         kind = action.kind
         if kind != "refuse":
             c.last_event = None
@@ -373,6 +376,9 @@ class Reconciler:
             await coordinator.push(action.doc, ring.members)  # the leaving ones hear it too
             await self.api.event(dc, "Drained", f"ring v{action.doc.version}: {action.reason}")
             metrics.DRAINS.inc(len(action.members))
+            if since is not None:
+                metrics.DRAIN_SECONDS.observe(
+                    max(0.0, dt.datetime.now(dt.UTC).timestamp() - since))
             return 0.5
         if kind == "drop_dead":
             assert action.doc is not None
