@@ -15,6 +15,7 @@ import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ophelp import NS, CacheClient, client_for, k, kj, settled, wait_for
@@ -117,3 +118,68 @@ def test_user_tls_secret_replaced_in_place_keeps_clients_working(
     finally:
         client.close()
     k("delete", "distcache", name)
+
+
+@pytest.mark.timeout(1200)
+def test_new_ca_moves_in_three_steps_without_a_restart(operator: None, tmp_path: Path) -> None:
+    """The operator's CA replaced (<name>-ca given a new CA): ca.crt first holds old and new
+    CA (every pod trusts both), after the settle time (150 s) the certificate comes from the
+    new CA, after another the old CA is dropped. Writes (replicated between pods over mutual
+    TLS) and reads go on throughout; every pod ends up serving the new CA's certificate, the
+    same pods, no restarts, nothing lost."""
+    from cryptography import x509
+
+    from distcache_node.local.certs import make_ca
+
+    name = "carot"
+    k("apply", "-f", "-", input=dc_yaml(name, 3))
+    wait_for("carot Running", lambda: settled(name, 3), 240, every=2)
+    items: dict[str, Any] = {f"ca-{i}": i for i in range(2000)}
+
+    def bundle() -> list[x509.Certificate]:
+        pem = base64.b64decode(kj("get", "secret", f"{name}-tls")["data"]["ca.crt"])
+        return x509.load_pem_x509_certificates(pem)
+
+    old_ca = bundle()
+    assert len(old_ca) == 1
+    client = client_for(name)
+    try:
+        client.mset(items)
+        before = pod_identity(name)
+        crt, key = make_ca(tmp_path / "newca", "carot replacement CA")
+        new_ca = x509.load_pem_x509_certificate(crt.read_bytes())
+        k("patch", "secret", f"{name}-ca", "--type=merge", "-p", json.dumps(
+            {"data": {"ca.crt": base64.b64encode(crt.read_bytes()).decode(),
+                      "ca.key": base64.b64encode(key.read_bytes()).decode()}}))
+        wait_for("step 1: ca.crt holds old and new CA", lambda: bundle() == [*old_ca, new_ca],
+                 60, every=1)
+        # A client that trusts both, as the pods do after step 1.
+        client.close()
+        client = client_for(name)
+        writes = 0
+
+        def step2() -> str | None:
+            nonlocal writes
+            client.mset({f"during-{writes}": writes})  # replicated over mutual TLS
+            writes += 1
+            pem = base64.b64decode(kj("get", "secret", f"{name}-tls")["data"]["tls.crt"])
+            cert = x509.load_pem_x509_certificate(pem)
+            return secret_fingerprint(f"{name}-tls") if cert.issuer == new_ca.subject \
+                else None
+
+        new = wait_for("step 2: a certificate from the new CA", step2, 300, every=3)
+        wait_served(list(before), new, client, items)
+        wait_for("step 3: ca.crt holds the new CA alone", lambda: bundle() == [new_ca], 300,
+                 every=3)
+        events = k("get", "events", "--field-selector", f"involvedObject.name={name}").stdout
+        assert "CATrustExtended" in events and "CATrustReduced" in events
+        assert pod_identity(name) == before, "pods were replaced or restarted"
+        client.close()
+        client = client_for(name)  # trusts the new CA alone now
+        found = client.mget([*items, *(f"during-{i}" for i in range(writes))])
+        assert all(found.get(k_) == v for k_, v in items.items())
+        assert all(found.get(f"during-{i}") == i for i in range(writes)), "a write was lost"
+        print(f"\n{writes} writes during the CA change, all acknowledged and readable")
+    finally:
+        client.close()
+    k("delete", "distcache", name, "--wait=false")
