@@ -292,19 +292,32 @@ class Reconciler:
         served = await self.api.served(builders.MONITORING_API, "servicemonitors")
         monitor = builders.build_service_monitor(dc)
         c.notes = []
-        if dc.spec.service_monitor:
-            if served:
-                await self.api.apply(monitor)
+        try:
+            if dc.spec.service_monitor:
+                if served:
+                    await self.api.apply(monitor)
+                    return
+                note = (f"no ServiceMonitor: this cluster does not serve "
+                        f"{builders.MONITORING_API} ServiceMonitors (install the Prometheus "
+                        "Operator's CRDs; the operator creates it then)")
+            elif served:
+                await self.api.delete(monitor)
                 return
-            note = (f"no ServiceMonitor: this cluster does not serve "
-                    f"{builders.MONITORING_API} ServiceMonitors (install the Prometheus "
-                    "Operator's CRDs; the operator creates it then)")
-            c.notes = [note]
-            if c.monitor_event != note:
-                c.monitor_event = note
-                await self.api.event(dc, "ServiceMonitorUnavailable", note, warning=True)
-        elif served:
-            await self.api.delete(monitor)
+            else:
+                return
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # The operator's RBAC predates ServiceMonitors (an image upgraded without its
+            # chart): the cache itself is not affected.
+            if not dc.spec.service_monitor:
+                return
+            note = (f"no ServiceMonitor: the operator may not manage ServiceMonitors "
+                    f"({exc.message}): upgrade its RBAC (chart or manifests/operator)")
+        c.notes = [note]
+        if c.monitor_event != note:
+            c.monitor_event = note
+            await self.api.event(dc, "ServiceMonitorUnavailable", note, warning=True)
 
     async def _tls_changed(self, dc: DistCache, c: _Cache, crt: str, ca_text: str) -> None:
         """A new certificate in the Secret: the pods take it in without a restart. Warn when
