@@ -112,8 +112,9 @@ class LoadCheck:
         if got not in state.allowed():
             self.tally.stale += 1
             if len(self.tally.stale_examples) < MAX_EXAMPLES:
-                self.tally.stale_examples.append({"op": op, "key": name, "got": got,
-                                                  "want": state.allowed()})
+                self.tally.stale_examples.append({
+                    "t": round(time.monotonic() - self.tally.started, 3), "op": op,
+                    "key": name, "got": got, "want": state.allowed()})
 
     async def one(self) -> None:
         """One operation: get 40%, set 35%, mget 10%, mset 10%, delete 5%."""
