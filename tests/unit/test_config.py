@@ -218,6 +218,7 @@ def pem(tmp_path: Path) -> str:
         ({"request_read_timeout": 0.0}, "--request-read-timeout"),
         ({"active_expiry_interval": 0.0}, "--active-expiry-interval"),
         ({"shutdown_timeout": -1.0}, "--shutdown-timeout"),
+        ({"shutdown_drain": -1.0}, "--shutdown-drain"),
         ({"log_level": "LOUD"}, "--log-level"),
     ],
 )
