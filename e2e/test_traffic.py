@@ -113,6 +113,9 @@ def test_roll_and_shrink_under_load_fail_no_request_and_lose_no_write(
     t0 = time.monotonic()
     k("patch", f"distcache/{NAME}", "--type=merge",
       "-p", '{"spec":{"podAnnotations":{"example.com/traffic-roll":"1"}}}')
+    wait_for("the StatefulSet's template carries the change", lambda: kj(
+        "get", "statefulset", NAME)["spec"]["template"]["metadata"].get("annotations", {}).get(
+        "example.com/traffic-roll") == "1", 60, every=0.2)
 
     def rolled() -> bool:
         sts = kj("get", "statefulset", NAME)
@@ -123,6 +126,9 @@ def test_roll_and_shrink_under_load_fail_no_request_and_lose_no_write(
 
     wait_for("every pod rolled", rolled, 600, every=1)
     wait_for("settled after the roll", lambda: settled(NAME, 5), 180, every=1)
+    pods = kj("get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]
+    assert len(pods) == 5 and all(p["metadata"].get("annotations", {}).get(
+        "example.com/traffic-roll") == "1" for p in pods), "not every pod was rolled"
     roll_s = time.monotonic() - t0
     time.sleep(5)
 
