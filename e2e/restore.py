@@ -30,14 +30,16 @@ def names(kind: str) -> list[str]:
                   for item in kubectl_json("get", kind, namespace=None)["items"])
 
 
-def releases() -> list[str]:
+def releases() -> dict[str, int]:
     out = helm("list", "--all-namespaces", "-o", "json")
-    return sorted(f"{r['namespace']}/{r['name']}" for r in json.loads(out.stdout or "[]"))
+    return {f"{r['namespace']}/{r['name']}": int(r["revision"])
+            for r in json.loads(out.stdout or "[]")}
 
 
 def snapshot() -> dict[str, Any]:
-    return {"namespaces": names("namespaces"), "releases": releases(),
-            **{kind: names(kind) for kind in CLUSTER_KINDS}}
+    revisions = releases()
+    return {"namespaces": names("namespaces"), "releases": sorted(revisions),
+            "revisions": revisions, **{kind: names(kind) for kind in CLUSTER_KINDS}}
 
 
 def restore(before: dict[str, Any]) -> list[str]:
@@ -86,8 +88,16 @@ def main(argv: list[str]) -> int:
     if argv[1] == "restore":
         for line in restore(before):
             print(f"removed {line}")
-    left = {k: sorted(set(v) ^ set(before[k])) for k, v in snapshot().items()}
+    now = snapshot()
+    left: dict[str, Any] = {k: sorted(set(v) ^ set(before[k])) for k, v in now.items()
+                            if k != "revisions"}
     left = {k: v for k, v in left.items() if v}
+    # A release that was there before must not have been upgraded (or rolled back) either.
+    changed = {r: f"revision {rev} -> {now['revisions'][r]}"
+               for r, rev in before.get("revisions", {}).items()
+               if r in now["revisions"] and now["revisions"][r] != rev}
+    if changed:
+        left["releases changed"] = changed
     print("cluster as found" if not left else f"differs from the snapshot: {left}")
     return 0 if not left else 1
 
