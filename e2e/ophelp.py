@@ -21,7 +21,7 @@ OPERATOR_NS = "distcache-system"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
 
 __all__ = ["NS", "OPERATOR_NS", "OPERATOR_SA", "REPO", "CacheClient", "client_for", "k", "kj",
-           "wait_for"]
+           "wait_for", "wait_settled_or_explain"]
 
 
 def k(*args: str, check: bool = True, input: str | None = None,
@@ -149,3 +149,15 @@ def settled(name: str, replicas: int) -> dict[str, Any] | None:
 def operator_logs(tail: int = 80) -> str:
     return k("logs", "deployment/distcache-operator", f"--tail={tail}", check=False,
              namespace=OPERATOR_NS).stdout
+
+
+def wait_settled_or_explain(name: str, replicas: int, timeout: float) -> None:
+    """Wait until `settled`; when it never is, print the namespace's objects and events and
+    the operator's log before failing, so the failure says why."""
+    try:
+        wait_for(f"DistCache {name} Running with {replicas} ready pods",
+                 lambda: settled(name, replicas), timeout, every=2)
+    except AssertionError:
+        print(k("get", "all,events", "-o", "wide", check=False).stdout)
+        print(operator_logs())
+        raise

@@ -31,6 +31,7 @@ from ophelp import (
     ring,
     settled,
     wait_for,
+    wait_settled_or_explain,
 )
 
 NAME = "cache"
@@ -66,13 +67,7 @@ def operator() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def cache(operator: None) -> Iterator[CacheClient]:
     k("apply", "-f", "-", input=dc_yaml(NAME, 3))
-    try:
-        wait_for("DistCache cache Running with 3 ready pods", lambda: settled(NAME, 3), 240,
-                 every=2)
-    except AssertionError:
-        print(k("get", "all,events", "-o", "wide", check=False).stdout)
-        print(operator_logs())
-        raise
+    wait_settled_or_explain(NAME, 3, 240)
     client = client_for(NAME)
     yield client
     client.close()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from ophelp import NS, distcache, k, kj, operator_logs, ring, settled, wait_for
+from ophelp import NS, distcache, k, kj, ring, settled, wait_for, wait_settled_or_explain
 from tlshelp import dc_yaml, operator_ready
 
 NAME = "traffic"
@@ -89,13 +89,7 @@ def five(node_image: str) -> Iterator[None]:
     k("delete", "distcache", NAME, "--ignore-not-found", "--wait=true", timeout=150)
     k("apply", "-f", "-", input=dc_yaml(NAME, 5, f"  image: {CACHE_IMAGE}\n" if CACHE_IMAGE
                                          else ""))
-    try:
-        wait_for("DistCache traffic Running with 5 ready pods", lambda: settled(NAME, 5), 300,
-                 every=2)
-    except AssertionError:
-        print(k("get", "all,events", "-o", "wide", check=False).stdout)
-        print(operator_logs())
-        raise
+    wait_settled_or_explain(NAME, 5, 300)
     yield
     k("delete", "pod", LOADER, "--ignore-not-found", "--wait=false", check=False)
     k("delete", "distcache", NAME, "--ignore-not-found", "--wait=false", check=False)
