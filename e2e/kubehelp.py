@@ -68,6 +68,19 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float,
         time.sleep(every)
 
 
+def wait_established(*crds: str, timeout: float = 120) -> None:
+    """Wait until each CRD (full name) is Established. `kubectl wait` cannot be used right
+    after the CRD is created: until the API server has written the first condition it fails
+    at once with '.status.conditions accessor error' instead of waiting."""
+    for crd in crds:
+        def established(crd: str = crd) -> bool:
+            conditions = kubectl_json("get", f"crd/{crd}", namespace=None).get(
+                "status", {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in conditions)
+        wait_for(f"CRD {crd} Established", established, timeout)
+
+
 def render(name: str, **values: str) -> str:
     text = (MANIFESTS / name).read_text()
     for key, value in values.items():

@@ -14,14 +14,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from kubehelp import REPO, PortForward, kubectl, kubectl_json, wait_for
+from kubehelp import REPO, PortForward, kubectl, kubectl_json, wait_established, wait_for
 
 NS = os.environ.get("DISTCACHE_OP_NAMESPACE", "distcache-op-e2e")
 OPERATOR_NS = "distcache-system"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
 
 __all__ = ["NS", "OPERATOR_NS", "OPERATOR_SA", "REPO", "CacheClient", "client_for", "k", "kj",
-           "wait_for", "wait_settled_or_explain"]
+           "wait_established", "wait_for", "wait_settled_or_explain"]
 
 
 def k(*args: str, check: bool = True, input: str | None = None,

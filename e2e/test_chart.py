@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubehelp import REPO, kubectl, kubectl_json, kubectl_path, wait_for
+from kubehelp import REPO, kubectl, kubectl_json, kubectl_path, wait_established, wait_for
 
 NS = "distcache-chart-e2e"
 RELEASE = "dcchart"
@@ -82,8 +82,7 @@ def cluster() -> Iterator[None]:
     # The chart's CRDs, as `helm install` would create them (identical to manifests/crds/,
     # which make kind-up applies): the dry-runs below need them served.
     k("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), namespace=None)
-    k("wait", "--for=condition=Established", "crd/distcaches.distcache.io",
-      "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev", namespace=None)
+    wait_established("distcaches.distcache.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
     yield
     # The namespace stays for inspection (the next run removes it); the release is gone.
 

@@ -30,6 +30,7 @@ from ophelp import (
     operator_logs,
     ring,
     settled,
+    wait_established,
     wait_for,
     wait_settled_or_explain,
 )
@@ -52,7 +53,7 @@ def operator() -> Iterator[None]:
     have = k("get", "deployment", "distcache-operator", check=False, namespace=OPERATOR_NS)
     if have.returncode != 0:
         k("apply", "-f", str(REPO / "manifests" / "crds"), namespace=None)
-        k("wait", "--for=condition=Established", "crd/distcaches.distcache.io", namespace=None)
+        wait_established("distcaches.distcache.io")
         k("apply", "-f", str(REPO / "manifests" / "operator"), namespace=None)
     k("rollout", "status", "deployment/distcache-operator", "--timeout=180s",
       namespace=OPERATOR_NS, timeout=200)

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 import pytest
 from kindload import load_image
 from kubehelp import REPO
-from ophelp import NS, CacheClient, client_for, condition, distcache, k, kj, settled, wait_for
+from ophelp import (NS, CacheClient, client_for, condition, distcache, k, kj, settled,
+                    wait_established, wait_for)
 from tlshelp import dc_yaml, operator_ready, pod_identity, secret_fingerprint, wait_served
 
 CM_NS = "cert-manager"
@@ -52,7 +53,7 @@ def install_cert_manager(image: str) -> None:
                           capture_output=True, text=True, check=True).stdout.strip()
     k("apply", "--server-side", "-f", crds, namespace=None, timeout=180)
     for crd in CRDS:
-        k("wait", "--for=condition=Established", f"crd/{crd}.cert-manager.io", namespace=None)
+        wait_established(f"{crd}.cert-manager.io")
     manifest = f"""
 apiVersion: v1
 kind: Namespace

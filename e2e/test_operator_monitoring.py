@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 from kubehelp import REPO
-from ophelp import Forward, condition, distcache, k, kj, settled, wait_for
+from ophelp import Forward, condition, distcache, k, kj, settled, wait_established, wait_for
 from tlshelp import dc_yaml, operator_ready
 
 NAME = "mon"
@@ -76,7 +76,7 @@ def test_without_the_crd_the_cache_runs_with_a_note(mon: str) -> None:
 
 def test_service_monitor_selects_the_pods_and_scrapes_with_key_and_ca(mon: str) -> None:
     k("apply", "--server-side", "-f", mon, namespace=None, timeout=180)
-    k("wait", "--for=condition=Established", f"crd/{CRD}", namespace=None)
+    wait_established(CRD)
     k("apply", "-f", "-", input=dc_yaml(NAME, 3, MONITOR))
     wait_for("mon Running", lambda: settled(NAME, 3), 240, every=2)
     sm = wait_for("the ServiceMonitor", lambda: (

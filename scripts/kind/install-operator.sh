@@ -22,6 +22,12 @@ NS=distcache-system
 
 log "installing the DistCache CRDs, RBAC and operator ($IMAGE, with $MODE)"
 "$KUBECTL" apply -f "$REPO_ROOT/manifests/crds/" >&2
+# kubectl wait fails at once (not waits) while a just-created CRD has no conditions yet.
+for _ in $(seq 60); do
+  [ "$("$KUBECTL" get crd/distcaches.distcache.io \
+    -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] && break
+  sleep 1
+done
 "$KUBECTL" wait --for=condition=Established crd/distcaches.distcache.io --timeout=60s >&2
 # The chart's Deployment selector also names the instance; a selector is immutable, so a
 # Deployment created from the older hand-written manifests (selector without it) is replaced
