@@ -17,6 +17,7 @@ from distcache_node.appkeys import (
     RATE_LIMITER,
     READY,
     STORE,
+    TLS,
 )
 from distcache_node.backend import LocalBackend
 from distcache_node.config import NodeConfig
@@ -25,6 +26,7 @@ from distcache_node.pipeline import add_fallback_routes
 from distcache_node.ratelimit import RateLimiter
 from distcache_node.routes import setup_routes
 from distcache_node.store import Store
+from distcache_node.tlsreload import CertReloader
 
 log = logging.getLogger("distcache.node")
 
@@ -45,6 +47,19 @@ async def active_expiry(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def tls_reload(app: web.Application) -> AsyncIterator[None]:
+    """A rotated certificate (a Secret updated in place) is taken in without a restart, by
+    every SSL context added to app[TLS] (the server's in serve.py, the peers' in
+    cluster/setup.py)."""
+    reloader = app[TLS]
+    assert reloader is not None
+    task = asyncio.create_task(reloader.run(), name="tls-reload")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(client_max_size=config.body_limit)
     clustered = bool(config.ring_file or config.advertise_url)
@@ -56,6 +71,10 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CLUSTER] = None
     app[BACKEND] = LocalBackend(store)
     app[RATE_LIMITER] = None
+    app[TLS] = (CertReloader(config.tls_cert, config.tls_key, config.tls_ca)
+                if config.tls_enabled else None)
+    if app[TLS] is not None:
+        app.cleanup_ctx.append(tls_reload)
     if clustered:
         from distcache_node.cluster.setup import setup_cluster
 

@@ -12,6 +12,7 @@ from distcache_node.config import NodeConfig
 from distcache_node.metrics import NodeMetrics
 from distcache_node.ratelimit import RateLimiter
 from distcache_node.store import Store
+from distcache_node.tlsreload import CertReloader
 
 if TYPE_CHECKING:
     from distcache_node.cluster.node import ClusterNode
@@ -26,6 +27,8 @@ CLUSTER: web.AppKey[ClusterNode | None] = web.AppKey("cluster")
 READY: web.AppKey[dict[str, Any]] = web.AppKey("ready")  # {"ready": bool, "reason": str}
 # Authorises calls to /cluster/* endpoints; raises ApiError when the caller is not a peer.
 PEER_CHECK: web.AppKey[Callable[[web.Request], None]] = web.AppKey("peer_check")
+# Keeps the SSL contexts on the certificate files and says what they hold (TLS only).
+TLS: web.AppKey[CertReloader | None] = web.AppKey("tls")
 
 __all__ = ["BACKEND", "CLUSTER", "CONFIG", "METRICS", "PEER_CHECK", "RATE_LIMITER", "READY",
-           "STORE"]
+           "STORE", "TLS"]

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from distcache_node import debug, handlers
-from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, READY, STORE
+from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, READY, STORE, TLS
 from distcache_node.errors import ApiError
 from distcache_node.pipeline import API, KEYED, PUBLIC, add_route
 
@@ -38,12 +38,14 @@ def handle_status(request: web.Request) -> web.Response:
     the internal /cluster/status is for peers only."""
     app = request.app
     config, store, ready, cluster = app[CONFIG], app[STORE], app[READY], app[CLUSTER]
+    tls = app[TLS]
     body: dict[str, object] = {
         "id": config.node_id or f"{config.host}:{config.port}",
         "state": "standalone", "ready": bool(ready["ready"]), "reason": ready["reason"],
         "ring_version": 0, "replication": 1,
         "keys": len(store), "bytes_used": store.bytes_used, "max_memory": config.max_memory,
         "members": [], "migration": None,
+        "tls": tls.report() if tls is not None else None,  # what is loaded, for the operator
     }
     if cluster is not None:
         me = cluster.doc.member(cluster.id)

@@ -22,10 +22,9 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from distcache_node.appkeys import CLUSTER
+from distcache_node.appkeys import CLUSTER, TLS
 from distcache_node.config import NodeConfig
 from distcache_node.errors import json_error
-from distcache_node.tlsreload import CertReloader
 
 log = logging.getLogger("distcache.node")
 
@@ -183,12 +182,10 @@ async def serve(
     sweeper = asyncio.create_task(
         _sweep_forever(runner, max(0.2, config.request_read_timeout / 4)), name="slow-clients"
     )
-    reloader = None
-    if ssl_context is not None:
+    reloader = app.get(TLS)
+    if ssl_context is not None and reloader is not None:
         # A rotated certificate (a Secret updated in place) is served without a restart.
-        reloader = asyncio.create_task(CertReloader(
-            config.tls_cert, config.tls_key, config.tls_ca, [ssl_context]).run(),
-            name="tls-reload")
+        reloader.add(ssl_context)
     log.info("distcache node %s listening on %s://%s:%d", config.node_id or "-",
              config.scheme, config.host, config.port)
     try:
@@ -197,8 +194,6 @@ async def serve(
         log.info("shutting down: no new connections, finishing in-flight requests")
     finally:
         sweeper.cancel()
-        if reloader is not None:
-            reloader.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

@@ -711,3 +711,81 @@ def test_a_rotated_certificate_is_served_without_a_restart(spawn: Spawn, tmp_pat
     assert proc.poll() is None  # no restart
     status, _, body = call(url, "/get?key=kept", context=trusting)
     assert (status, json.loads(body)["value"]) == (200, 1)
+
+
+def test_status_reports_the_loaded_tls_material_and_follows_a_reload(
+        spawn: Spawn, tmp_path: Path) -> None:
+    """/status and /cluster/status say which certificate the node serves and which CAs it
+    trusts, by SHA-256 of the DER, and follow the files as a move to a new CA replaces
+    them (the operator's three steps): trust extended, certificate from the new CA, old CA
+    dropped from the file (still trusted by the running process: a trust store only
+    grows)."""
+    import hashlib
+
+    import jsonschema_rs
+
+    from distcache_node.local import certs
+    from distcache_node.protocol import SECRET_HEADER
+
+    document = json.loads((ROOT / "node" / "distcache_node" / "openapi.json").read_text())
+    schema = document["components"]["schemas"]["TlsLoaded"]
+
+    def fp(pem: Path) -> str:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
+
+    def put(live: Path, data: bytes) -> None:  # swapped in whole, as a Secret volume does
+        staged = live.with_suffix(".new")
+        staged.write_bytes(data)
+        os.replace(staged, live)
+
+    old_ca, _ = certs.make_ca(tmp_path / "old", "old CA")
+    new_ca, _ = certs.make_ca(tmp_path / "new", "new CA")
+    cert, key = certs.make_cert(tmp_path / "live", "node", tmp_path / "old")
+    trust = tmp_path / "live" / "ca.crt"
+    trust.write_bytes(old_ca.read_bytes())
+    both = ssl.create_default_context(cadata=old_ca.read_text() + new_ca.read_text())
+    secret = "s" * 32
+    _, url = spawn("--api-key", API_KEY, "--cluster-secret", secret, "--advertise-url",
+                   "https://127.0.0.1:1", "--tls-cert", str(cert), "--tls-key", str(key),
+                   "--tls-ca", str(trust), context=both)
+
+    def loaded() -> dict[str, Any]:
+        status, _, body = call(url, "/status", context=both)
+        assert status == 200, body
+        request = urllib.request.Request(url + "/cluster/status",
+                                         headers={SECRET_HEADER: secret})
+        with urllib.request.urlopen(request, timeout=10, context=both) as resp:
+            peer_view = json.loads(resp.read())["tls"]
+        mine = json.loads(body)["tls"]
+        assert mine == peer_view
+        jsonschema_rs.validate(schema, mine)  # as openapi.json documents it
+        return dict(mine)
+
+    def wait(what: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + 20  # the node polls its files every 2 s
+        while not ok(now := loaded()):
+            assert time.monotonic() < deadline, f"{what}: not reported in 20 s: {now}"
+            time.sleep(0.2)
+        return now
+
+    assert loaded() == {"cert_sha256": fp(cert), "ca_sha256": [fp(old_ca)], "reloads": 0,
+                        "error": None}
+    # (1) the new CA is trusted too.
+    put(trust, old_ca.read_bytes() + new_ca.read_bytes())
+    wait("trust extended", lambda t: t["ca_sha256"] == sorted([fp(old_ca), fp(new_ca)]))
+    # (2) a certificate from the new CA.
+    new_cert, new_key = certs.make_cert(tmp_path / "next", "node", tmp_path / "new")
+    put(key, new_key.read_bytes())
+    put(cert, new_cert.read_bytes())
+    now = wait("new certificate", lambda t: t["cert_sha256"] == fp(new_cert)
+               and t["error"] is None)
+    host, port = host_port(url)
+    with socket.create_connection((host, port), timeout=5) as raw, \
+            both.wrap_socket(raw, server_hostname=host) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None and hashlib.sha256(der).hexdigest() == fp(new_cert)
+    # (3) the old CA leaves the file; the process keeps trusting it (reported as it is).
+    reloads = now["reloads"]
+    put(trust, new_ca.read_bytes())
+    now = wait("trust reduced", lambda t: t["reloads"] > reloads)
+    assert fp(new_ca) in now["ca_sha256"] and now["cert_sha256"] == fp(new_cert)

@@ -24,6 +24,7 @@ from distcache_node.cluster.ring import Ring, RingConflict, RingDoc, RingError
 from distcache_node.config import NodeConfig
 from distcache_node.protocol import SECRET_HEADER
 from distcache_node.store import Store
+from distcache_node.tlsreload import CertReloader
 
 log = logging.getLogger("distcache.cluster")
 
@@ -52,6 +53,7 @@ class ClusterNode:
         self.replica = Replica(self)  # this node's share, as peers (and it) call on it
         self.session: aiohttp.ClientSession | None = None
         self.client_ssl: ssl.SSLContext | None = None  # mutual TLS towards peers
+        self.tls: CertReloader | None = None  # what the TLS contexts hold, for status
         self.ring_changed_at = time.monotonic()
         self.stopping = False
 
@@ -243,7 +245,7 @@ class ClusterNode:
             # processes (new boot id) refill themselves before they report ready.
             self.migration.sync_to(peer_id)
         if after.alive and before.alive is False:
-            self.migration.wake()
+            self.migration.owner_back()
         if before.alive and not after.alive:
             self.migration.peer_died()
         if after.boot_id != before.boot_id or before.alive != after.alive:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, METRICS, PEER_CHECK, READY, STORE
+from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, METRICS, PEER_CHECK, READY, STORE, TLS
 from distcache_node.auth import keys_match
 from distcache_node.cluster import loops
 from distcache_node.cluster.metrics import ClusterCollector
@@ -23,7 +23,6 @@ from distcache_node.cluster.router import ClusterRouter
 from distcache_node.cluster.routes import setup_cluster_routes
 from distcache_node.errors import ApiError
 from distcache_node.protocol import SECRET_HEADER
-from distcache_node.tlsreload import CertReloader
 
 
 def peer_check(app: web.Application) -> None:
@@ -55,11 +54,10 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     node.client_ssl = ssl_ctx
     node.session = make_session(config.cluster_secret, ssl_ctx)
     tasks = []
-    if ssl_ctx is not None:
+    reloader = app[TLS]
+    if ssl_ctx is not None and reloader is not None:
         # The certificate we show peers follows a rotated Secret too (new connections).
-        tasks.append(asyncio.create_task(CertReloader(
-            config.tls_cert, config.tls_key, config.tls_ca, [ssl_ctx]).run(),
-            name="tls-reload-peers"))
+        reloader.add(ssl_ctx)
     if config.ring_file:
         path = Path(config.ring_file)
         if path.exists():
@@ -88,6 +86,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup_cluster(app: web.Application) -> None:
     config = app[CONFIG]
     node = ClusterNode(config, app[STORE], app[READY])
+    node.tls = app[TLS]
     app[METRICS].registry.register(ClusterCollector(node))
     node.set_ready(False, "starting")
     app[CLUSTER] = node

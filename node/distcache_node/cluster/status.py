@@ -29,4 +29,5 @@ def node_status(node: ClusterNode) -> dict[str, object]:
         "keys": len(node.store), "bytes_used": node.store.bytes_used,
         "max_memory": node.store.max_bytes,
         "peers": peers, "migration": node.migration.progress(),
+        "tls": node.tls.report() if node.tls is not None else None,
     }
