@@ -29,6 +29,22 @@ RING_VERSION = Gauge("distcache_operator_ring_version", "Ring version of the Dis
                      ["namespace", "name"])
 
 
+# Every label value the operator can count, exported at 0 from the start. A labelled series
+# born at 1 is invisible to rate() and increase() (Prometheus sees no step up from nothing):
+# the first retry, the first scale in each direction would never show on the dashboard, and
+# the "Reconcile errors" panel and the ReconcileErrors alert's signal had no data at all
+# while nothing failed (e2e/test_operator_prometheus.py found it on the real operator).
+OUTCOMES = ("ok", "retry", "problem")
+ACTION_KINDS = ("scale", "publish", "remove", "drop_dead", "refuse", "create_ring")
+DIRECTIONS = ("up", "down")
+for _outcome in OUTCOMES:
+    STEPS.labels(_outcome)
+for _kind in ACTION_KINDS:
+    ACTIONS.labels(_kind)
+for _direction in DIRECTIONS:
+    SCALES.labels(_direction)
+
+
 def serve() -> int:
     port = int(os.environ.get("DISTCACHE_OPERATOR_METRICS_PORT", "9090"))
     if port:
