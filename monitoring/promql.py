@@ -19,7 +19,8 @@ NODE_METRICS = frozenset({
 })
 
 # Metrics the operator serves on :9090/metrics (operator/distcache_operator/metrics.py); the
-# live test checks each against that module's exposition. Labels: outcome="ok|retry|problem"
+# live test checks each against that module's exposition, e2e/test_operator_prometheus.py
+# against the real operator's scrape on kind. Labels: outcome="ok|retry|problem"
 # on reconciles (retry: an API or node call failed; problem: a user's mistake, Degraded),
 # action on actions, direction="up|down" on scale operations, and namespace and name of the
 # DistCache on the keys-remaining and ring-version gauges: scraped without honor_labels (a

@@ -4,10 +4,13 @@
 evicts, expires, is rate limited, scales 3 -> 4 -> 3 (migration) and loses a node (refused
 writes). The whole scenario runs once for the module, in under two minutes.
 
-The operator needs a Kubernetes API server, so its series come from a stand-in
+The operator needs a Kubernetes API server, so here its series come from a stand-in
 (operator_standin.py): the operator's real metrics module and HTTP server, updated through a
 scripted scale and drain. That checks the operator dashboard's and alert's names, labels and
-PromQL on data, not the operator's own bookkeeping (e2e/ runs the real one)."""
+PromQL on data, not the operator's own bookkeeping, on machines without kind. The real
+operator is checked the same way in e2e/test_operator_prometheus.py: this Prometheus (the
+helpers in monitoring_support.py) scraping the in-cluster operator on kind through a
+port-forward while it scales a DistCache 3 -> 4 -> 3."""
 
 from __future__ import annotations
 
@@ -24,11 +27,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
-from monitoring_support import need
+from monitoring_support import (
+    Prometheus,
+    alert_expressions,
+    board_queries,
+    data,
+    is_operator,
+    need,
+    sample_names,
+    substitute,
+    value,
+)
 
 from distcache_node.local.runner import LocalCluster, NodeProc
-from monitoring import alerts, dashboards, generate, promql
+from monitoring import alerts, dashboards, promql
 from support import ROOT, clean_env, free_port, free_port_range
 
 API_KEY = "monitoring-test-key"
@@ -36,7 +48,6 @@ NAMESPACE = "distcache-test"
 JOB = "distcache"
 OPERATOR_NAMESPACE = "distcache-system"
 OPERATOR_JOB = "distcache-operator"
-RATE_INTERVAL = "1m"  # what $__rate_interval stands for: the scenario fits in it
 # Alerts whose whole expression the scenario makes true (their `for:` is longer than the
 # test, so they are pending, not firing); the others only have their signals checked.
 PROVOKED = ("DistCacheNodeDown", "DistCachePeerUnreachable", "DistCacheMemoryNearLimit",
@@ -69,28 +80,17 @@ class Live:
     errors: list[str] = field(default_factory=list)
 
 
-def substitute(expr: str, operator: bool = False) -> str:
-    """A dashboard query as Grafana sends it, for the test cluster's (or operator's) labels."""
-    return (expr.replace("$__rate_interval", RATE_INTERVAL)
-            .replace("$namespace", OPERATOR_NAMESPACE if operator else NAMESPACE)
-            .replace("$job", OPERATOR_JOB if operator else JOB))
-
-
-def is_operator(board_name: str) -> bool:
-    return "operator" in board_name
-
-
-def board(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((generate.OUT / name).read_text())
-    return data
+def sub(expr: str, operator: bool = False) -> str:
+    """A dashboard query as Grafana sends it, for the test cluster's (or operator's) labels;
+    $__rate_interval is 1m: the scenario fits in it."""
+    return (substitute(expr, OPERATOR_NAMESPACE, OPERATOR_JOB) if operator
+            else substitute(expr, NAMESPACE, JOB))
 
 
 def every_expression() -> list[str]:
-    exprs = [substitute(e, is_operator(name)) for name in dashboards.DASHBOARDS
-             for _, e in dashboards.queries(board(name))]
-    for alert in alerts.ALERTS:
-        exprs += [alert.expr, *alert.signals]
-    return list(dict.fromkeys(exprs))
+    exprs = [sub(e, is_operator(name)) for name in dashboards.DASHBOARDS
+             for _, e in board_queries(name)]
+    return list(dict.fromkeys([*exprs, *alert_expressions()]))
 
 
 def _targets(path: Path, nodes: list[NodeProc]) -> None:
@@ -163,18 +163,6 @@ async def _burst(url: str, counts: dict[str, int]) -> None:
                 return
 
 
-async def _wait_prometheus(session: aiohttp.ClientSession, base: str,
-                           proc: asyncio.subprocess.Process, deadline: float) -> None:
-    while True:
-        with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-            async with session.get(f"{base}/-/ready") as resp:
-                if resp.status == 200:
-                    return
-        if proc.returncode is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"prometheus did not start (exit {proc.returncode})")
-        await asyncio.sleep(0.1)
-
-
 async def _until(predicate: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -195,24 +183,17 @@ async def _scenario(directory: Path, prometheus: str) -> Live:
                    "--rate-limit", "150", "--rate-limit-burst", "30"])
     targets = directory / "targets.json"
     operator_targets = directory / "operator-targets.json"
-    port, operator_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                   "evaluation_interval": "1s"},
-        "rule_files": [str(generate.OUT / generate.RULES_FILE)],
-        "scrape_configs": [{
-            "job_name": JOB, "metrics_path": "/metrics", "params": {"api_key": [API_KEY]},
-            "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}],
-        }, {
-            "job_name": OPERATOR_JOB, "metrics_path": "/metrics",
-            "file_sd_configs": [{"files": [str(operator_targets)], "refresh_interval": "1s"}],
-        }],
-    }
-    (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-    proc: asyncio.subprocess.Process | None = None
+    operator_port = free_port()
+    prom = Prometheus(prometheus, directory, [{
+        "job_name": JOB, "metrics_path": "/metrics", "params": {"api_key": [API_KEY]},
+        "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}],
+    }, {
+        "job_name": OPERATOR_JOB, "metrics_path": "/metrics",
+        "file_sd_configs": [{"files": [str(operator_targets)], "refresh_interval": "1s"}],
+    }])
+    base = prom.base
     operator: asyncio.subprocess.Process | None = None
-    log = open(directory / "prometheus.log", "wb")  # noqa: SIM115, ASYNC230 - to the child
+    log = open(directory / "operator-standin.log", "wb")  # noqa: SIM115, ASYNC230 - to the child
     stop = asyncio.Event()
     try:
         operator = await asyncio.create_subprocess_exec(
@@ -225,16 +206,11 @@ async def _scenario(directory: Path, prometheus: str) -> Live:
             "labels": {"namespace": OPERATOR_NAMESPACE, "pod": "distcache-operator-0"}}])
         await cluster.up(3)
         _targets(targets, cluster.state.nodes)
-        proc = await asyncio.create_subprocess_exec(
-            prometheus, f"--config.file={directory / 'prometheus.yml'}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h",
-            "--log.level=warn",
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        prom.start()
+        await asyncio.to_thread(prom.wait_ready, 30)
         async with aiohttp.ClientSession(
                 headers={"X-API-Key": API_KEY},
                 timeout=aiohttp.ClientTimeout(total=10)) as session:
-            await _wait_prometheus(session, base, proc, time.monotonic() + 30)
             urls = [n.url for n in cluster.state.nodes]
             load = asyncio.create_task(_load(session, urls, stop, live.load))
             await asyncio.sleep(8)
@@ -271,31 +247,26 @@ async def _scenario(directory: Path, prometheus: str) -> Live:
             async with session.get(f"{base}/api/v1/alerts") as r:
                 live.alerts = (await r.json())["data"]["alerts"]
             async with session.get(f"{cluster.state.nodes[0].url}/metrics") as r:
-                live.exported = _sample_names(await r.text())
+                live.exported = sample_names(await r.text())
             async with session.get(f"http://127.0.0.1:{operator_port}/metrics") as r:
-                live.operator_exported = _sample_names(await r.text())
+                live.operator_exported = sample_names(await r.text())
             stop.set()
             await load
     finally:
         stop.set()
         cluster.stop_all()  # by PID, only the nodes this cluster started
         await cluster.close()
-        for child in (proc, operator):  # prometheus and the stand-in this test started
-            if child is not None and child.returncode is None:
-                child.terminate()
-                try:
-                    await asyncio.wait_for(child.wait(), timeout=10)
-                except TimeoutError:
-                    child.kill()
-                    await child.wait()
+        prom.stop()  # the prometheus and the stand-in this test started, by PID
+        if operator is not None and operator.returncode is None:
+            operator.terminate()
+            try:
+                await asyncio.wait_for(operator.wait(), timeout=10)
+            except TimeoutError:
+                operator.kill()
+                await operator.wait()
         log.close()
     live.load["seconds"] = int(time.monotonic() - t0)
     return live
-
-
-def _sample_names(exposition: str) -> set[str]:
-    return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines()
-            if line and not line.startswith("#")}
 
 
 @pytest.fixture(scope="module")
@@ -305,49 +276,38 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
         _scenario(tmp_path_factory.mktemp("prometheus"), prometheus), timeout=110))
 
 
-def _data(answer: dict[str, Any]) -> list[Any]:
-    assert answer.get("status") == "success", answer
-    result: list[Any] = answer["data"]["result"]
-    return result
-
-
-def _value(answer: dict[str, Any]) -> float:
-    result = _data(answer)
-    return float(result[0]["value"][1]) if result else 0.0
-
-
 def test_the_load_did_what_the_dashboards_show(live: Live) -> None:
     print("\nload (responses by status):", live.load)
     for status in ("200", "404", "429", "503"):
         assert live.load.get(status, 0) > 0, f"no {status} answer in the load: {live.load}"
     assert live.load["seconds"] < 110
-    seen = {what: _value(live.results[expr]) for what, expr in HAPPENED.items()}
+    seen = {what: value(live.results[expr]) for what, expr in HAPPENED.items()}
     print("seen by Prometheus:", {k: round(v, 1) for k, v in seen.items()})
     assert all(v > 0 for v in seen.values()), seen
     for name in dashboards.DASHBOARDS:
-        for panel, expr in dashboards.queries(board(name)):
-            result = live.results[substitute(expr, is_operator(name))].get(
+        for panel, expr in board_queries(name):
+            result = live.results[sub(expr, is_operator(name))].get(
                 "data", {}).get("result", [])
             sample = result[0]["value"][1] if result else "-"
             print(f"{name:24} {len(result):3} series, e.g. {sample:>12.12}  {panel}")
 
 
-@pytest.mark.parametrize(("panel", "expr"), dashboards.queries(board("distcache-cache.json")))
-def test_cache_dashboard_query_returns_data(live: Live, panel: str, expr: str) -> None:
-    assert _data(live.results[substitute(expr)]), f"{panel}: no data for {substitute(expr)}"
+@pytest.mark.parametrize(("panel", "expr"), board_queries("distcache-cache.json"))
+def test_cache_dashboard_query_returnsdata(live: Live, panel: str, expr: str) -> None:
+    assert data(live.results[sub(expr)]), f"{panel}: no data for {sub(expr)}"
 
 
 @pytest.mark.parametrize(
     ("name", "signal"),
     [(a.name, s) for a in alerts.ALERTS for s in a.signals])
-def test_alert_signal_returns_data(live: Live, name: str, signal: str) -> None:
-    assert _data(live.results[signal]), f"{name}: no data for {signal}"
+def test_alert_signal_returnsdata(live: Live, name: str, signal: str) -> None:
+    assert data(live.results[signal]), f"{name}: no data for {signal}"
 
 
 @pytest.mark.parametrize("name", PROVOKED)
 def test_provoked_alert_expression_returns_data_and_is_active(live: Live, name: str) -> None:
     alert = next(a for a in alerts.ALERTS if a.name == name)
-    assert _data(live.results[alert.expr]), f"{name}: no data for {alert.expr}"
+    assert data(live.results[alert.expr]), f"{name}: no data for {alert.expr}"
     states = {a["state"] for a in live.alerts if a["labels"]["alertname"] == name}
     assert states & {"pending", "firing"}, f"{name} not active: {live.alerts}"
 
@@ -357,15 +317,16 @@ def test_every_rule_evaluates_without_error(live: Live) -> None:
     bad = {r["name"]: r.get("lastError") for r in live.rules if r["health"] != "ok"}
     assert not bad, bad
     for alert in alerts.ALERTS:
-        _data(live.results[alert.expr])  # parses and evaluates
+        data(live.results[alert.expr])  # parses and evaluates
 
 
 @pytest.mark.parametrize(("panel", "expr"),
-                         dashboards.queries(board("distcache-operator.json")))
-def test_operator_dashboard_query_returns_data(live: Live, panel: str, expr: str) -> None:
-    """On the stand-in's series: the operator's real metrics module, scripted events."""
-    got = _data(live.results[substitute(expr, operator=True)])
-    assert got, f"{panel}: no data for {substitute(expr, operator=True)}"
+                         board_queries("distcache-operator.json"))
+def test_operator_dashboard_query_returnsdata(live: Live, panel: str, expr: str) -> None:
+    """On the stand-in's series: the operator's real metrics module, scripted events (the
+    real operator: e2e/test_operator_prometheus.py)."""
+    got = data(live.results[sub(expr, operator=True)])
+    assert got, f"{panel}: no data for {sub(expr, operator=True)}"
 
 
 def test_every_metric_the_dashboards_and_rules_name_is_exported(live: Live) -> None:
