@@ -4,7 +4,8 @@ Conditions (each with reason and message):
   Available    every ring member answers and the ready pods hold every key (>= 1 ready)
   Progressing  a scale or a ring change is in flight
   Degraded     something a user should look at: a refused scale-down, a member or pod down,
-               a spec the operator cannot serve
+               a spec the operator cannot serve, pods that have not loaded a step of a move
+               to a new CA in time
   Migrating    keys are moving (members joining or leaving)
 """
 
@@ -50,12 +51,13 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
 def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
             previous: Mapping[str, Any], error: str | None = None,
             pod_problems: Mapping[str, str] | None = None,
-            notes: Sequence[str] = ()) -> dict[str, Any]:
+            notes: Sequence[str] = (), tls_problem: str | None = None) -> dict[str, Any]:
     """The whole status (merge-patched over the old one). `error`: a problem the user must
     fix (missing Secret, bad spec) found before or while acting; `pod_problems`: pods whose
     container cannot run (bad image, crash loop), by name; `notes`: what is not there but
     does not degrade the cache (a ServiceMonitor whose API is not served), appended to the
-    Available message."""
+    Available message; `tls_problem`: pods that have not loaded a step of a move to a new CA
+    within the operator's patience (the move waits for them)."""
     gen = dc.generation
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
@@ -78,6 +80,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         degraded = (True, "ScaleDownRefused", action.reason)
     elif action.kind == "drop_dead":
         degraded = (True, "MemberLost", action.reason)
+    elif tls_problem:
+        degraded = (True, "TLSNotLoaded", tls_problem)
     elif (unreachable or not_ready) and creating:
         # A new cache whose pods are still starting is not degraded (as a new Deployment is
         # not): Available=False says it does not serve yet.
@@ -116,7 +120,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         condition("Degraded", degraded[0], degraded[1], degraded[2], gen, prev_conditions, now),
         condition("Migrating", mig[0], mig[1], mig[2], gen, prev_conditions, now),
     ]
-    if error or pod_problems or action.kind in ("refuse", "drop_dead"):
+    if error or pod_problems or tls_problem or action.kind in ("refuse", "drop_dead"):
         phase = "Degraded"
     elif migrating:
         phase = "Migrating"

@@ -7,12 +7,15 @@ Rotation never restarts a pod: the nodes load a certificate and CA again when th
 Secret changes (node/distcache_node/tlsreload.py). `plan` decides the next Secret content:
 
 - a certificate close to expiry is re-issued from the same CA (one Secret update);
-- a new CA (the <name>-ca Secret replaced) moves in three steps, each at least `settle`
-  apart (kubelet takes up to about a minute to update each pod's files, so for a while
-  pods hold different versions): (1) ca.crt becomes old CA + new CA, the certificate stays
-  (every pod then trusts both); (2) a certificate from the new CA (trusted by every pod);
-  (3) ca.crt the new CA alone. Each step is recorded in Secret annotations, so an operator
-  restart resumes where the Secret says.
+- a new CA (the <name>-ca Secret replaced) moves in three steps, each taken once every pod
+  of the StatefulSet reports (GET /cluster/status, `tls`) that it has loaded what the step
+  before wrote (kubelet takes up to about a minute to update each pod's files, so for a
+  while pods hold different versions): (1) ca.crt becomes old CA + new CA, the certificate
+  stays; (2) once every pod trusts both, a certificate from the new CA; (3) once every pod
+  serves it, ca.crt the new CA alone. A pod that does not answer (not running) is waited
+  for; past `patience` the step is reported overdue (the operator says Degraded, naming the
+  pods) but never taken blindly. Each step is recorded in Secret annotations (which step,
+  since when), so an operator restart resumes where the Secret says.
 """
 
 from __future__ import annotations
@@ -102,11 +105,51 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 @dataclass(frozen=True)
 class Step:
-    """The Secret to write (None: nothing to do), the Event reason and message."""
+    """The Secret to write (None: nothing to do), the Event reason and message. While a step
+    of a CA move waits for the pods: `waiting` names each pod that has not loaded the
+    previous step (and what it has), `overdue` once that took longer than `patience`."""
 
     secret: dict[str, Any] | None
     reason: str = ""
     message: str = ""
+    waiting: tuple[str, ...] = ()
+    overdue: bool = False
+
+
+def fingerprints(certs: list[x509.Certificate]) -> list[str]:
+    return [hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()
+            for c in certs]
+
+
+# What a pod reports it has loaded (its /cluster/status `tls`), by pod name; None for a pod
+# that did not answer. A report without `tls` at all is a node too old to say.
+Loaded = Mapping[str, Mapping[str, Any] | None]
+
+
+def lagging(loaded: Loaded, trust: list[str] | None = None, cert: str | None = None,
+            ) -> tuple[str, ...]:
+    """The pods that have not loaded the expected material: each as "pod: why". `trust`:
+    every one of these CAs must be trusted; `cert`: this certificate must be served."""
+    out = []
+    for pod, report in sorted(loaded.items()):
+        if report is None:
+            out.append(f"{pod}: not answering")
+            continue
+        tls = report.get("tls")
+        if not isinstance(tls, Mapping):
+            out.append(f"{pod}: reports no TLS material (a node image older than the "
+                       "operator?)")
+            continue
+        have = set(tls.get("ca_sha256") or ())
+        missing = [fp for fp in trust or () if fp not in have]
+        if missing:
+            out.append(f"{pod}: does not trust CA sha256 {', '.join(m[:16] for m in missing)}"
+                       + (f" ({tls['error']})" if tls.get("error") else ""))
+        elif cert is not None and tls.get("cert_sha256") != cert:
+            served = str(tls.get("cert_sha256") or "none")[:16]
+            out.append(f"{pod}: serves certificate sha256 {served}, not {cert[:16]}"
+                       + (f" ({tls['error']})" if tls.get("error") else ""))
+    return tuple(out)
 
 
 def _now_iso(now: datetime.datetime) -> str:
@@ -123,15 +166,31 @@ def _since(annotations: Mapping[str, str]) -> datetime.datetime | None:
 
 def plan(dc: DistCache, current: Mapping[str, bytes], annotations: Mapping[str, str],
          ca_crt: bytes, ca_key: bytes, renew_before: datetime.timedelta,
-         settle: datetime.timedelta, now: datetime.datetime | None = None) -> Step:
+         loaded: Loaded | None, patience: datetime.timedelta,
+         settle: datetime.timedelta = datetime.timedelta(0),
+         now: datetime.datetime | None = None) -> Step:
     """The next content of the operator's <name>-tls Secret (files `current`), given the CA
-    it should end on. Pure but for issuing keys."""
+    it should end on and what each pod of the StatefulSet has loaded (`loaded`; None: not
+    looked at, so no step that needs the pods is taken). A step of a CA move is taken at
+    least `settle` after the one before and once every pod has loaded that one; past
+    `patience` the wait is `overdue`. Pure but for issuing keys."""
     now = now or datetime.datetime.now(datetime.UTC)
     ca = x509.load_pem_x509_certificate(ca_crt)
     bundle = split_pem(current.get("ca.crt", b""))
     cert = x509.load_pem_x509_certificate(current["tls.crt"])
     since = _since(annotations)
-    settled = since is None or now - since >= settle
+
+    def wait(trust: list[str] | None = None, served: str | None = None) -> Step | None:
+        """None when every pod has what the step before wrote; else the Step that waits."""
+        if loaded is None:
+            return Step(None)
+        behind = lagging(loaded, trust, served)
+        if since is not None and now - since < settle:
+            return Step(None, waiting=behind)
+        if not behind:
+            return None
+        return Step(None, waiting=behind,
+                    overdue=since is not None and now - since >= patience)
 
     def secret(files: dict[str, bytes], step: str | None) -> dict[str, Any]:
         out = _secret(dc, dc.tls_secret, files, "kubernetes.io/tls")
@@ -147,17 +206,17 @@ def plan(dc: DistCache, current: Mapping[str, bytes], annotations: Mapping[str, 
                     "the old one; the certificate from the new CA follows once every pod "
                     "trusts both")
     if not _issued_by(cert, ca):
-        if not settled:
-            return Step(None)
-        # (2) every pod trusts the new CA by now: a certificate from it.
+        if (waiting := wait(trust=fingerprints(bundle))) is not None:
+            return waiting
+        # (2) every pod trusts the new CA: a certificate from it.
         new = issue_node_cert(dc, ca_crt, ca_key)
         files = {k: base64.b64decode(v) for k, v in new["data"].items()}
         return Step(secret({**files, "ca.crt": _pem(bundle)}, "new-ca-certificate"),
                     "CertificateRenewed", f"{dc.tls_secret}: a certificate from the new CA; "
                     "the old CA is dropped from ca.crt once every pod serves it")
     if len(bundle) > 1:
-        if not settled:
-            return Step(None)
+        if (waiting := wait(served=fingerprint(current["tls.crt"]))) is not None:
+            return waiting
         # (3) every pod presents the new CA's certificate: the old CA goes.
         return Step(secret({**current, "ca.crt": ca_crt}, None), "CATrustReduced",
                     f"{dc.tls_secret}: ca.crt holds the new CA alone")

@@ -36,14 +36,27 @@ CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
 RENEW_BEFORE = dt.timedelta(days=30)  # the operator's own certificate is renewed this early
 PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
-# Between the steps of a move to a new CA: kubelet updates a mounted Secret within about a
-# minute (its sync period plus its cache), the node notices within 2 s.
-TLS_SETTLE = 150.0
+# A move to a new CA takes each step once every pod reports it has loaded the one before
+# (kubelet updates a mounted Secret within about a minute, its sync period plus its cache;
+# the node notices within 2 s). Past TLS_PATIENCE the cache is Degraded, naming the pods that
+# have not (still waiting: a step is never taken blindly). TLS_SETTLE: a least time between
+# steps, for clients outside the StatefulSet that read ca.crt and that the operator cannot
+# ask (0: none).
+TLS_PATIENCE = 300.0
+TLS_SETTLE = 0.0
+TLS_WAIT_POLL = 3.0  # seconds between looks at the pods while a step waits for them
+
+
+def _seconds(env: str, default: float) -> dt.timedelta:
+    return dt.timedelta(seconds=float(os.environ.get(env, default)))
+
+
+def tls_patience() -> dt.timedelta:
+    return _seconds("DISTCACHE_TLS_LOAD_TIMEOUT_SECONDS", TLS_PATIENCE)
 
 
 def tls_settle() -> dt.timedelta:
-    return dt.timedelta(seconds=float(os.environ.get("DISTCACHE_TLS_SETTLE_SECONDS",
-                                                     TLS_SETTLE)))
+    return _seconds("DISTCACHE_TLS_SETTLE_SECONDS", TLS_SETTLE)
 
 
 @dataclass
@@ -59,6 +72,8 @@ class _Cache:
     monitor_event: str | None = None
     due: float = 0.0
     last_event: tuple[str, str] | None = None
+    tls_event: str | None = None  # the last TLSNotLoaded Event's message
+    tls_waiting: tuple[str, ...] = ()  # the pods a CA move step waited for, last logged
 
 
 _caches: dict[str, _Cache] = {}
@@ -195,19 +210,25 @@ class Reconciler:
             ids.setdefault(dc.member_id(i), Member(dc.member_id(i), dc.member_url(i),
                                                    "joining"))
         statuses = await coordinator.statuses(list(ids.values()))
+        tls_problem, tls_wait = None, None
+        if dc.spec.tls_enabled and not dc.spec.tls_secret_name and dc.spec.tls_issuer is None:
+            tls_problem, tls_wait = await self._tls_step(
+                dc, c, {dc.member_id(i): statuses.get(dc.member_id(i)) for i in range(sts or 0)})
         mig = previous.get("migration") or {}
         obs = Observed(ring, sts, statuses, transition_since=_parse_time(mig.get("started")),
                        now=dt.datetime.now(dt.UTC).timestamp())
         action = decide(dc, obs)
         delay = await self._act(dc, action, ring, store, coordinator, c, sts,
                                 since=obs.transition_since)
+        if tls_wait is not None:
+            delay = min(delay, tls_wait)
         if action.kind in ("publish", "remove", "drop_dead", "create_ring") and action.doc:
             obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
         pods, failing = await self.api.pods(dc)
         computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing,
-                                  notes=c.notes)
+                                  notes=c.notes, tls_problem=tls_problem)
         if failing and c.last_event != ("PodsFailing", str(sorted(failing.items()))):
             c.last_event = ("PodsFailing", str(sorted(failing.items())))
             await self.api.event(dc, "PodsFailing", computed["conditions"][2]["message"],
@@ -222,8 +243,8 @@ class Reconciler:
 
     async def _tls(self, dc: DistCache, c: _Cache) -> str:
         """The CA bundle the nodes' certificates chain to. Issues CA and certificate when the
-        operator owns them and they are missing, renews its certificate RENEW_BEFORE its
-        expiry and moves to a new CA in steps (tls.plan). The pods are never restarted for
+        operator owns them and they are missing (renewal and a move to a new CA: _tls_step,
+        once the pods have been asked what they hold). The pods are never restarted for
         it: they load the updated Secret's files themselves."""
         if not dc.spec.tls_secret_name and dc.spec.tls_issuer is None:
             try:
@@ -241,13 +262,6 @@ class Reconciler:
                 if await self.api.create_secret_if_missing(cert):
                     await self.api.event(dc, "SecretCreated",
                                          f"issued certificate {dc.tls_secret}")
-            else:
-                step = tls.plan(dc, current[0], current[1], ca_crt.encode(), ca_key.encode(),
-                                RENEW_BEFORE, tls_settle())
-                if step.secret is not None:
-                    await self.api.replace_secret(step.secret)
-                    await self.api.event(dc, step.reason, step.message)
-                    c.tls_cert = None  # said by the event: no CertificateChanged for it
         crt = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.crt")
         await self.api.read_secret_key(dc.namespace, dc.tls_secret, "tls.key")
         ca_text = await self.api.read_secret_key(dc.namespace, dc.tls_secret, "ca.crt")
@@ -255,6 +269,49 @@ class Reconciler:
             await self._tls_changed(dc, c, crt, ca_text)
         c.tls_cert = crt
         return ca_text
+
+    async def _tls_step(self, dc: DistCache, c: _Cache, loaded: tls.Loaded
+                        ) -> tuple[str | None, float | None]:
+        """Renewal and the steps of a move to a new CA of the operator's own certificate
+        (tls.plan), on what each pod of the StatefulSet reports it has loaded (`loaded`).
+        Returns the Degraded message while a step has waited past tls_patience() (None
+        otherwise) and the delay until the next look while one waits (None: none does)."""
+        try:
+            ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
+            ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
+        except NotFound:
+            return None, None  # deleted since _tls: issued again at the next step
+        current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+        if current is None or "tls.crt" not in current[0]:
+            return None, None
+        step = tls.plan(dc, current[0], current[1], ca_crt.encode(), ca_key.encode(),
+                        RENEW_BEFORE, loaded, tls_patience(), tls_settle())
+        if step.secret is not None:
+            await self.api.replace_secret(step.secret)
+            await self.api.event(dc, step.reason, step.message)
+            c.tls_cert = None  # said by the event: no CertificateChanged for it
+            c.tls_event = None
+            return None, TLS_WAIT_POLL
+        if not step.waiting:
+            c.tls_event, c.tls_waiting = None, ()
+            return None, None
+        what = current[1].get(tls.STEP_ANNOTATION, "the last step")
+        since = current[1].get(tls.SINCE_ANNOTATION, "?")
+        if not step.overdue:
+            if step.waiting != c.tls_waiting:
+                c.tls_waiting = step.waiting
+                log.info("%s/%s: CA move (%s since %s) waits for %s", dc.namespace, dc.name,
+                         what, since, "; ".join(step.waiting))
+            return None, TLS_WAIT_POLL
+        message = (f"moving to a new CA: Secret {dc.tls_secret} at step {what} since {since}, "
+                   f"not loaded after {tls_patience().total_seconds():.0f} s by "
+                   f"{'; '.join(step.waiting)} (waiting for them: a pod not running, or whose "
+                   "kubelet does not update its Secret volume, keeps the next step back)")
+        if c.tls_event != message:
+            c.tls_event = message
+            await self.api.event(dc, "TLSNotLoaded", message, warning=True)
+            log.warning("%s/%s: %s", dc.namespace, dc.name, message)
+        return message, TLS_WAIT_POLL
 
     async def _cert_manager(self, dc: DistCache) -> tuple[str, str] | None:
         """spec.tls.issuerRef: the Certificate applied; (reason, message) while its Secret is

@@ -118,3 +118,17 @@ def test_pods_that_cannot_run_are_degraded_with_what_to_check(make_dc) -> None:
     assert degraded["reason"] == "PodsFailing"
     assert "cache-0: ErrImageNeverPull" in degraded["message"]
     assert "spec.image" in degraded["message"]
+
+
+def test_pods_behind_on_a_ca_move_make_it_degraded_naming_them(make_dc) -> None:
+    dc = make_dc(replicas=3)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active"})
+    problem = "moving to a new CA: ... not loaded after 300 s by cache-1: not answering"
+    s = status.compute(dc, Observed(ring, 3, all_settled(dc, ring)), Action("idle", "settled"),
+                       {"cache-0": True, "cache-1": True, "cache-2": True}, {},
+                       tls_problem=problem)
+    assert s["phase"] == "Degraded"
+    assert conds(s)["Degraded"] == ("True", "TLSNotLoaded")
+    assert conds(s)["Available"] == ("True", "Serving")  # it still serves
+    assert "cache-1: not answering" in next(
+        c["message"] for c in s["conditions"] if c["type"] == "Degraded")

@@ -1,0 +1,88 @@
+"""Reconciler._tls_step against a stand-in for the API layer: a step of a move to a new CA
+is taken once every pod reports the material, waited for (and, past the patience, a
+Degraded message and one Warning Event naming the pods) otherwise; its state is the
+Secret's, so a fresh operator memory (a restart) decides the same."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from distcache_operator import tls
+from distcache_operator.handlers.reconcile import TLS_WAIT_POLL, Reconciler, _Cache
+
+
+def _files(secret: dict[str, Any]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in secret["data"].items()}
+
+
+class FakeApi:
+    def __init__(self, ca: dict[str, bytes], current: dict[str, bytes],
+                 annotations: dict[str, str]) -> None:
+        self.ca, self.current, self.annotations = ca, current, annotations
+        self.events: list[tuple[str, str, bool]] = []
+        self.replaced: list[dict[str, Any]] = []
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        return self.ca[key].decode()
+
+    async def read_secret(self, namespace: str, name: str
+                          ) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        return dict(self.current), dict(self.annotations)
+
+    async def replace_secret(self, obj: dict[str, Any]) -> None:
+        self.replaced.append(obj)
+        self.current = _files(obj)
+        self.annotations = dict(obj["metadata"].get("annotations") or {})
+
+    async def event(self, dc: Any, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+
+def _report(cert: bytes, bundle: bytes) -> dict[str, Any]:
+    return {"tls": {"cert_sha256": tls.fingerprint(cert),
+                    "ca_sha256": sorted(tls.fingerprints(tls.split_pem(bundle))),
+                    "reloads": 1, "error": None}}
+
+
+async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
+        make_dc, monkeypatch) -> None:
+    dc = make_dc(replicas=2)
+    old = _files(tls.issue_ca(dc))
+    new = _files(tls.issue_ca(dc))
+    cur = _files(tls.issue_node_cert(dc, old["ca.crt"], old["ca.key"]))
+    bundle = old["ca.crt"] + new["ca.crt"]
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    api = FakeApi(new, {**cur, "ca.crt": bundle},
+                  {tls.STEP_ANNOTATION: "trust-extended",
+                   tls.SINCE_ANNOTATION: started.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    r = Reconciler(api)  # type: ignore[arg-type]
+    behind = {"cache-0": _report(cur["tls.crt"], bundle),
+              "cache-1": _report(cur["tls.crt"], old["ca.crt"])}
+    # 30 s in, cache-1 trusts the old CA alone: look again soon, nothing said.
+    assert await r._tls_step(dc, _Cache(), behind) == (None, TLS_WAIT_POLL)
+    assert api.replaced == [] and api.events == []
+    # Past the patience: Degraded naming cache-1, one Warning Event however often it looks.
+    monkeypatch.setenv("DISTCACHE_TLS_LOAD_TIMEOUT_SECONDS", "20")
+    c = _Cache()
+    for _ in range(3):
+        problem, delay = await r._tls_step(dc, c, {**behind, "cache-0": None})
+        assert delay == TLS_WAIT_POLL and problem is not None
+    assert "cache-1: does not trust CA" in problem and "cache-0: not answering" in problem
+    assert [(e[0], e[2]) for e in api.events] == [("TLSNotLoaded", True)]
+    assert api.replaced == []
+    # Every pod trusts both (a restarted operator: a fresh memory): the next step.
+    ready = {p: _report(cur["tls.crt"], bundle) for p in behind}
+    assert await r._tls_step(dc, _Cache(), ready) == (None, TLS_WAIT_POLL)
+    assert [e[0] for e in api.events][-1] == "CertificateRenewed"
+    assert api.annotations[tls.STEP_ANNOTATION] == "new-ca-certificate"
+    # Then it waits for every pod to serve that certificate before dropping the old CA.
+    assert await r._tls_step(dc, _Cache(), ready) == (None, TLS_WAIT_POLL)
+    assert len(api.replaced) == 1
+    served = {p: _report(api.current["tls.crt"], bundle) for p in behind}
+    assert await r._tls_step(dc, _Cache(), served) == (None, TLS_WAIT_POLL)
+    assert [e[0] for e in api.events][-1] == "CATrustReduced"
+    assert api.current["ca.crt"] == new["ca.crt"]
+    # Done: nothing waits.
+    assert await r._tls_step(dc, _Cache(), served) == (None, None)
