@@ -34,17 +34,36 @@ async def announce(node: ClusterNode, ready: bool, stopping: bool = False) -> No
     await asyncio.gather(*(one(peer) for peer in list(node.peers.values())))
 
 
+REACH_WAIT = 15.0  # seconds a restarted node waits for every live peer's heartbeat
+
+
 async def refill(node: ClusterNode) -> None:
-    """A member restarted empty takes back its share from peers before it is ready."""
+    """A member restarted empty takes back its share from peers before it is ready; and
+    again whenever a peer says it sent writes around this process while it was up."""
+    await take_share(node, first=True)
+    while True:
+        await node.resync.wait()
+        await take_share(node, first=False)
+        node.resync.clear()
+
+
+async def take_share(node: ClusterNode, first: bool) -> None:
     me = node.doc.member(node.id)
     if me is None or me.state != "active" or not node.peers:
-        node.set_ready(True, "no share to take back")
-        await announce(node, ready=True)
+        if first:
+            node.set_ready(True, "no share to take back")
+            await announce(node, ready=True)
         return
-    node.set_ready(False, "refilling from peers")
-    # First make every peer count us alive, so new writes reach us while we copy; then
-    # a short grace for writes already in flight without us.
-    await announce(node, ready=False)
+    node.set_ready(False, "refilling from peers" if first
+                   else "re-syncing: a peer sent writes around this node")
+    if first:
+        # First make every peer count us alive, so new writes reach us while we copy.
+        await announce(node, ready=False)
+        # Then wait until each of them has reached us. A restarted pod's name can take
+        # seconds to resolve to its new address: a write a peer cannot deliver here meanwhile
+        # goes to a stand-in, and is only in what we copy if we copy after that.
+        await _reached_by_every_peer(node)
+    # A short grace for writes already in flight without us.
     await asyncio.sleep(0.3)
     total = 0
     for peer in list(node.peers.values()):
@@ -54,7 +73,23 @@ async def refill(node: ClusterNode) -> None:
         except PeerError as exc:
             log.warning("refill: skipping %s: %s", peer.id, exc)
     log.info("refill: took back %d keys", total)
-    node.set_ready(True, f"refilled {total} keys")
+    if not node.stopping:
+        node.set_ready(True, f"refilled {total} keys")
+
+
+async def _reached_by_every_peer(node: ClusterNode) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REACH_WAIT
+    while True:
+        waiting = sorted(p for p in node.peers
+                         if p not in node.reached and node.membership.is_alive(p))
+        if not waiting:
+            return
+        if loop.time() > deadline:
+            log.warning("refill: no heartbeat from %s in %.0f s; taking the share back anyway",
+                        ", ".join(waiting), REACH_WAIT)
+            return
+        await asyncio.sleep(0.05)
 
 
 async def watch_ring_file(node: ClusterNode, path: Path, every: float = 0.5) -> None:

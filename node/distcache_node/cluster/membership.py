@@ -31,6 +31,9 @@ class PeerHealth:
     failures: int = 0
     next_probe: float = 0.0
     last_error: str = ""
+    # Judged dead for a failure (not a SIGTERM) while it may have been up: writes went
+    # around it. Said on the ping that finds it again, so it takes its share back.
+    routed_around: bool = False
 
 
 class Membership:
@@ -72,7 +75,10 @@ class Membership:
         if health is not None and error.refused:
             self._mark_dead(peer_id, health, str(error))
 
-    def _mark_dead(self, peer_id: str, health: PeerHealth, reason: str) -> None:
+    def _mark_dead(self, peer_id: str, health: PeerHealth, reason: str,
+                   stopped: bool = False) -> None:
+        if not stopped and health.alive:
+            health.routed_around = True
         health.failures += 1
         health.last_error = reason
         backoff = min(self.interval * 2 ** min(health.failures - 1, 4), 2.0)
@@ -91,6 +97,8 @@ class Membership:
         if health is None or (health.alive and health.boot_id == boot_id):
             return
         before = PeerHealth(**vars(health))
+        if boot_id != health.boot_id:
+            health.routed_around = False  # a new process takes its whole share anyway
         health.alive, health.ready, health.boot_id = True, ready, boot_id
         health.last_ok, health.failures = time.monotonic(), 0
         if self.on_change:
@@ -101,7 +109,7 @@ class Membership:
         closed (its heartbeat answers keep saying so until it is)."""
         health = self.health.get(peer_id)
         if health is not None and (not health.boot_id or health.boot_id == boot_id):
-            self._mark_dead(peer_id, health, "stopping (SIGTERM)")
+            self._mark_dead(peer_id, health, "stopping (SIGTERM)", stopped=True)
 
     async def probe(self, peer: PeerClient) -> None:
         health = self.health.get(peer.id)
@@ -113,15 +121,18 @@ class Membership:
         try:
             # Generous: a late answer is still an answer; only silence past suspect_after
             # (or a refused connection) counts against the peer.
-            info: dict[str, Any] = await peer.ping(timeout=max(2 * self.interval, 1.0))
+            info: dict[str, Any] = await peer.ping(
+                timeout=max(2 * self.interval, 1.0),
+                routed_around=health.boot_id if health.routed_around else "")
         except PeerError as exc:
             if exc.refused or time.monotonic() - health.last_ok > self.suspect_after:
                 self._mark_dead(peer.id, health, str(exc))
             return
         if info.get("stopping"):
-            self._mark_dead(peer.id, health, "stopping (SIGTERM)")
+            self._mark_dead(peer.id, health, "stopping (SIGTERM)", stopped=True)
             return
         before = PeerHealth(**vars(health))
+        health.routed_around = False  # said on this ping, which it answered
         health.alive = True
         health.ready = bool(info.get("ready"))
         health.boot_id = str(info.get("boot_id", ""))

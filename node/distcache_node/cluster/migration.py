@@ -174,12 +174,23 @@ class Migration:
         self._not_held: set[str] = set()  # keys a receiver answered it did not keep
         self._wake = asyncio.Event()
         self._sync_targets: set[str] = set()
+        # An owner came back: look for copies we hold only as its stand-in (see owner_back).
+        self._stand_ins_due = False
 
     def wake(self) -> None:
         self._wake.set()
 
     def sync_to(self, peer_id: str) -> None:
         self._sync_targets.add(peer_id)
+        self._wake.set()
+
+    def owner_back(self) -> None:
+        """A peer is up again. Copies we took while standing in for it go back to the key's
+        owners and ours is dropped once every owner holds the key: kept, such a copy is never
+        updated again (later writes and deletes go to the owners) and would come back to life
+        when a ring change makes us an owner. The owner's refill takes them too; this also
+        covers an owner that was only unreachable for a while."""
+        self._stand_ins_due = True
         self._wake.set()
 
     def peer_died(self) -> None:
@@ -272,7 +283,10 @@ class Migration:
         placed = self.placed if self.placed is not None else target
         unchanged = placed.same_placement(target)
         strays, self.strays = self.strays, set()
-        if unchanged and not strays:
+        # On an unchanged ring a pass only has work for keys that are not ours (stand-in
+        # copies, strays): planning every key finds those.
+        stand_ins, self._stand_ins_due = self._stand_ins_due, False
+        if unchanged and not strays and not stand_ins:
             self._finish(doc.version, target, planned=False)
             return True
         if self._delivered[0] != doc.version:
@@ -308,6 +322,7 @@ class Migration:
             self.strays |= refused  # offered again on the next pass, never swept
         if failed or node.doc.version != doc.version:
             self.strays |= strays
+            self._stand_ins_due |= stand_ins
             self.reason = (f"ring changed to v{node.doc.version}; starting over"
                            if node.doc.version != doc.version
                            else f"retrying: {', '.join(sorted(failed))} did not take keys")

@@ -5,6 +5,7 @@ wiring into the app (peer auth included) in setup.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -56,6 +57,10 @@ class ClusterNode:
         self.tls: CertReloader | None = None  # what the TLS contexts hold, for status
         self.ring_changed_at = time.monotonic()
         self.stopping = False
+        self.reached: set[str] = set()  # peers whose heartbeats reached this process
+        # Set when a peer sent writes around this process while it was up (it could not
+        # reach it): the copies here may be behind, so the share is taken back again.
+        self.resync = asyncio.Event()
 
     # -- readiness ---------------------------------------------------------------------------
     @property
@@ -65,6 +70,15 @@ class ClusterNode:
     def set_ready(self, ready: bool, reason: str) -> None:
         self.ready_state["ready"] = ready
         self.ready_state["reason"] = reason
+
+    def reached_by(self, peer_id: str, routed_around: str) -> None:
+        """A peer's heartbeat got here; `routed_around` is the boot id it had judged dead."""
+        if peer_id in self.peers:
+            self.reached.add(peer_id)
+        if routed_around == self.boot_id and not self.stopping and not self.resync.is_set():
+            log.warning("peer %s sent writes around this node while it was up; taking "
+                        "its share back", peer_id)
+            self.resync.set()
 
     # -- ring --------------------------------------------------------------------------------
     def update_ring(self, doc: RingDoc, source: str) -> bool:

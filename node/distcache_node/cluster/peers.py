@@ -182,9 +182,13 @@ class PeerClient:
             raise PeerError(self.id, f"{method} {path}: {exc!r}",
                             refused=_refused(exc)) from exc
 
-    async def ping(self, timeout: float, announce: str = "") -> dict[str, Any]:
-        """`announce` ("id boot_id ready") tells the peer we are up, with which boot."""
-        path = "/cluster/ping" + (f"?from={announce}" if announce else "")
+    async def ping(self, timeout: float, announce: str = "",
+                   routed_around: str = "") -> dict[str, Any]:
+        """`announce` ("id boot_id ready") tells the peer we are up, with which boot;
+        `routed_around` (the peer's boot id) that we sent writes around that process."""
+        query = [f"from={announce}"] if announce else []
+        query += [f"routed_around={routed_around}"] if routed_around else []
+        path = "/cluster/ping" + ("?" + "&".join(query) if query else "")
         result: dict[str, Any] = await self._call("GET", path, timeout=timeout)
         return result
 

@@ -46,6 +46,8 @@ async def handle_ping(request: web.Request) -> web.Response:
             node.membership.stopping(announce[0], announce[1])
         else:
             node.membership.heard_from(announce[0], announce[1], announce[2] == "1")
+    node.reached_by(request.headers.get(FROM_HEADER, ""),
+                    request.query.get("routed_around", ""))
     return _json({"id": node.id, "boot_id": node.boot_id, "ready": node.ready,
                   "stopping": node.stopping,
                   "ring_version": node.doc.version,
