@@ -288,6 +288,13 @@ class Store:
         versions = self._versions or {}
         return [(k, v, ttl, versions.get(k, 0)) for k, v, ttl in self.items()]
 
+    def deletes(self) -> list[tuple[str, int]]:
+        """Snapshot of unexpired tombstones as (key, version): the deletes a refilling
+        replica must learn too, or a copy it got earlier outlives the delete."""
+        now, versions = self.clock(), self._versions or {}
+        return [(k, versions.get(k, 0)) for k, deadline in self._tombstones.items()
+                if deadline > now]
+
     def entry(self, key: str) -> tuple[str, bytes, float | None, int] | None:
         """One live entry as entries() has it, without touching its LRU position (migration
         reads keys to move them, not because anyone wants them)."""

@@ -43,8 +43,8 @@ async def refill(node: ClusterNode) -> None:
     await take_share(node, first=True)
     while True:
         await node.resync.wait()
+        node.resync.clear()  # a request arriving while we copy asks for one more round
         await take_share(node, first=False)
-        node.resync.clear()
 
 
 async def take_share(node: ClusterNode, first: bool) -> None:
@@ -68,8 +68,8 @@ async def take_share(node: ClusterNode, first: bool) -> None:
     total = 0
     for peer in list(node.peers.values()):
         try:
-            async for batch in peer.export(node.id, node.doc.version):
-                total += node.replica.apply(batch, [])[0]
+            async for entries, deletes in peer.export(node.id, node.doc.version):
+                total += node.replica.apply(entries, deletes)[0]
         except PeerError as exc:
             log.warning("refill: skipping %s: %s", peer.id, exc)
     log.info("refill: took back %d keys", total)

@@ -286,8 +286,10 @@ class PeerClient:
         result = await self._call("POST", "/cluster/incr", body)
         return int(result["value"]), int(result.get("version", 0))
 
-    async def export(self, owner: str, ring_version: int) -> AsyncIterator[list[WireEntry]]:
-        """Entries this peer holds that `owner` should hold: a restarted node's refill."""
+    async def export(self, owner: str, ring_version: int
+                     ) -> AsyncIterator[tuple[list[WireEntry], list[tuple[str, int]]]]:
+        """Batches of (entries, deletes) of keys this peer holds that `owner` should hold:
+        a restarted node's refill."""
         body = orjson.dumps({"owner": owner, "ring_version": ring_version})
         # No overall deadline (a large share takes as long as it takes), but connecting and
         # every read have one: the peer scans its store between batches, so reads get
@@ -309,16 +311,25 @@ class PeerClient:
                     while (end := chunk.find(b"\n", start)) >= 0:
                         line += chunk[start:end]
                         if line.strip():
-                            yield decode_entries(orjson.loads(line))
+                            yield _export_batch(line)
                         line, start = bytearray(), end + 1
                     line += chunk[start:]
                     if len(line) > self.max_response:
                         raise PeerError(self.id, f"export: a line over the "
                                         f"{self.max_response}-byte cap", unreachable=False)
                 if line.strip():
-                    yield decode_entries(orjson.loads(line))
+                    yield _export_batch(line)
         except (TimeoutError, aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             raise PeerError(self.id, f"export: {exc!r}", refused=_refused(exc)) from exc
+        except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise PeerError(self.id, f"export: bad line: {exc}", unreachable=False) from exc
+
+
+def _export_batch(line: bytes | bytearray) -> tuple[list[WireEntry], list[tuple[str, int]]]:
+    doc = orjson.loads(line)
+    if isinstance(doc, dict):
+        return [], [(str(k), check_version(v)) for k, v in doc.get("deletes") or []]
+    return decode_entries(doc), []
 
 
 def _refused(exc: BaseException) -> bool:

@@ -131,7 +131,9 @@ async def handle_incr(request: web.Request) -> web.Response:
 
 
 async def handle_export(request: web.Request) -> web.StreamResponse:
-    """NDJSON: batches of the entries this node holds that `owner` should hold."""
+    """NDJSON: batches of the entries this node holds that `owner` should hold (lines
+    `[entry, ...]`), then of its deletes of such keys still remembered (lines
+    `{"deletes": [[key, version], ...]}`)."""
     node = _node(request)
     owner = (await read_json(request)).get("owner")
     if not isinstance(owner, str) or not owner:
@@ -147,6 +149,11 @@ async def handle_export(request: web.Request) -> web.StreamResponse:
                 batch = []
     if batch:
         await response.write(b"[%b]\n" % encode_entries(batch))
+    owners = node.target.owners
+    deletes = [d for d in node.store.deletes() if owner in owners(d[0])]
+    for start in range(0, len(deletes), EXPORT_BATCH):
+        await response.write(orjson.dumps({"deletes": deletes[start:start + EXPORT_BATCH]})
+                             + b"\n")
     await response.write_eof()
     return response
 
