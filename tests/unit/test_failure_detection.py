@@ -42,10 +42,13 @@ class FakePeer:
         self.boot_id = boot_id
         self.pings = 0
         self.timeouts: list[float] = []
+        self.told: list[str] = []  # routed_around of each ping
 
-    async def ping(self, timeout: float, announce: str = "") -> dict[str, Any]:
+    async def ping(self, timeout: float, announce: str = "",
+                   routed_around: str = "") -> dict[str, Any]:
         self.pings += 1
         self.timeouts.append(timeout)
+        self.told.append(routed_around)
         if self.mode == "refused":
             raise PeerError(self.id, "GET /cluster/ping: connection refused", refused=True)
         if self.mode == "silent":
@@ -88,6 +91,36 @@ async def test_a_refused_ping_convicts_at_once(clock: FakeTime) -> None:
     await membership.probe(peer)  # no time has passed
     assert not membership.is_alive("p1") and not membership.is_ready("p1")
     assert changes == [("p1", True, False)]
+
+
+async def test_a_peer_convicted_while_up_is_told_on_the_ping_that_finds_it(
+        clock: FakeTime) -> None:
+    """Writes went around it: the ping that finds it again says so (with the boot id judged
+    dead, so only that process takes its share back), once."""
+    membership, _ = watched()
+    peer = FakePeer("p1")
+    await membership.probe(peer)
+    peer.mode = "refused"
+    await membership.probe(peer)
+    peer.mode = "up"
+    clock.advance(5)
+    await membership.probe(peer)
+    clock.advance(1)
+    await membership.probe(peer)
+    assert membership.is_alive("p1")
+    assert peer.told == ["", "", "boot-1", ""]
+
+
+async def test_a_peer_that_said_it_stops_is_not_told(clock: FakeTime) -> None:
+    membership, _ = watched()
+    peer = FakePeer("p1")
+    await membership.probe(peer)
+    membership.stopping("p1", "boot-1")
+    assert not membership.is_alive("p1")
+    peer.boot_id = "boot-2"  # the next process with its name
+    clock.advance(5)
+    await membership.probe(peer)
+    assert membership.is_alive("p1") and peer.told == ["", ""]
 
 
 async def test_silence_convicts_only_after_suspect_after(clock: FakeTime) -> None:
@@ -209,7 +242,8 @@ async def test_one_silent_peer_does_not_hold_up_heartbeats_to_the_others() -> No
     """run() probes each peer on its own schedule (real time: lower bounds only)."""
 
     class HangingPeer(FakePeer):
-        async def ping(self, timeout: float, announce: str = "") -> dict[str, Any]:
+        async def ping(self, timeout: float, announce: str = "",
+                       routed_around: str = "") -> dict[str, Any]:
             self.pings += 1
             await asyncio.Event().wait()  # never answers
             raise AssertionError("unreachable")
