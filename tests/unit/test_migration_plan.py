@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from distcache_node.cluster.migration import PassPlan, choose_sender
+from distcache_node.cluster.migration import PassPlan, choose_sender, plan_deletes
 from distcache_node.cluster.peers import WireEntry
 from distcache_node.cluster.ring import Ring
 
@@ -121,3 +121,35 @@ def test_choose_sender_prefers_a_surviving_owner() -> None:
     assert choose_sender(["c", "a"], ["a", "b"], alive) == "a"
     assert choose_sender(["c", "b"], ["a", "b"], alive) == "c"  # b is dead: c must send
     assert choose_sender(["b"], ["a"], alive) is None
+
+
+def test_deletes_go_to_new_owners_when_the_ring_moves_them() -> None:
+    """A delete remembered by an old owner reaches every member that becomes an owner (the
+    copy it deleted may have been sent there before the delete arrived), and nobody else."""
+    placed, target = Ring(["a", "b", "c"], 2), Ring(["a", "b"], 2)
+    tombstones = [(k, 7) for k in KEYS if "a" in placed.owners(k)]
+    sent = plan_deletes("a", placed, target, tombstones, target.owners)
+    want = {(m, k) for k, _ in tombstones for m in target.owners(k)
+            if m not in placed.owners(k)}
+    assert {(m, k) for m, ds in sent.items() for k, _ in ds} == want
+    assert want and all(v == 7 for ds in sent.values() for _, v in ds)
+
+
+def test_a_delete_for_a_key_not_ours_goes_to_its_live_owners() -> None:
+    ring = Ring(["a", "b", "c", "d"], 2)
+    key = next(k for k in KEYS if "a" not in ring.owners(k))
+    dead = ring.owners(key)[0]
+
+    def live_owners(k: str) -> list[str]:
+        return [m for m in ring.preference(k) if m != dead][:2]
+
+    sent = plan_deletes("a", ring, ring, [(key, 3)], live_owners)
+    assert sent == {m: [(key, 3)] for m in live_owners(key) if m != "a"}
+    # Owners that took this pass already are not sent it again.
+    assert plan_deletes("a", ring, ring, [(key, 3)], live_owners, set(sent)) == {}
+
+
+def test_an_unchanged_ring_sends_an_owner_no_deletes() -> None:
+    ring = Ring(["a", "b", "c"], 2)
+    mine = [(k, 1) for k in KEYS if "a" in ring.owners(k)]
+    assert plan_deletes("a", ring, ring, mine, ring.owners) == {}

@@ -14,6 +14,11 @@ that it finished placing this ring version ("surplus" copies, swept later). Copi
 not where the old ring put them (a stand-in's, or a write that arrived on the old ring after
 the change) are handed to the key's live owners by whoever holds them.
 
+Deletes travel too: a node's remembered deletes (tombstones) of keys that move go to the
+new owners, and those of keys it does not own to the owners. Without them a copy sent before
+a delete reached its holder, or a stand-in's copy, outlives the delete at an owner that
+never heard of it.
+
 A pass that fails part-way is retried, and what was delivered is not sent again: progress
 only goes backwards when the ring itself changes, and `reason` says so.
 """
@@ -27,6 +32,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +159,27 @@ class PassPlan:
         self.handoff.append((entry, dests))
 
 
+def plan_deletes(
+    me: str, placed: Ring, target: Ring, tombstones: Iterable[tuple[str, int]],
+    live_owners: Callable[[str], list[str]], delivered: AbstractSet[str] = frozenset(),
+) -> dict[str, list[tuple[str, int]]]:
+    """Where this node's deletes go in a pass: to the key's new owners when it is an owner,
+    to its live owners when it is not (a stand-in's or a late stray's delete). Every holder
+    sends: deletes are small, and an owner applies one only over something older."""
+    out: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, version in tombstones:
+        owners = target.owners(key)
+        if me in owners:
+            old = placed.owners(key)
+            dests = [m for m in owners if m not in old]
+        else:
+            dests = [m for m in live_owners(key) if m != me]
+        for member in dests:
+            if member not in delivered:
+                out[member].append((key, version))
+    return dict(out)
+
+
 class Migration:
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
@@ -244,10 +271,14 @@ class Migration:
                 await asyncio.sleep(0.5)
                 self._wake.set()
 
-    async def _send(self, member: str, entries: list[WireEntry]) -> int:
-        """Stream entries to one member in batches; returns how many it acknowledged."""
+    async def _send(self, member: str, entries: list[WireEntry],
+                    deletes: Sequence[tuple[str, int]] = ()) -> int:
+        """Stream entries, then deletes, to one member in batches; returns how many entries
+        it acknowledged."""
         peer = self.node.peer(member)
         sent = 0
+        for start in range(0, len(deletes), BATCH):
+            await peer.apply((), deletes[start:start + BATCH])
         batches = [entries[i:i + BATCH] for i in range(0, len(entries), BATCH)]
         for start in range(0, len(batches), IN_FLIGHT):
             group = batches[start:start + IN_FLIGHT]
@@ -262,11 +293,15 @@ class Migration:
             self.keys_remaining = max(0, self.keys_remaining - done)
         return sent
 
-    async def _send_all(self, plan: dict[str, list[WireEntry]]) -> set[str]:
-        """Send every member its entries in parallel; returns members that failed."""
-        members = list(plan)
-        results = await asyncio.gather(*(self._send(m, plan[m]) for m in members),
-                                       return_exceptions=True)
+    async def _send_all(self, plan: dict[str, list[WireEntry]],
+                        deletes: dict[str, list[tuple[str, int]]] | None = None) -> set[str]:
+        """Send every member its entries (and deletes) in parallel; returns members that
+        failed."""
+        deletes = deletes or {}
+        members = list(dict.fromkeys([*plan, *deletes]))
+        results = await asyncio.gather(
+            *(self._send(m, plan.get(m, []), deletes.get(m, [])) for m in members),
+            return_exceptions=True)
         failed: set[str] = set()
         for member, result in zip(members, results, strict=True):
             if isinstance(result, PeerError):
@@ -301,11 +336,13 @@ class Migration:
             pass_plan.add(keys[start:start + YIELD_EVERY])
             await asyncio.sleep(0)  # requests keep flowing while a big store is planned
         plan, handoff, surplus = pass_plan.sends, pass_plan.handoff, pass_plan.surplus
+        deletes = plan_deletes(node.id, placed, target, node.store.deletes(),
+                               node.live_owners, delivered)
         self.keys_remaining = sum(len(v) for v in plan.values())
         self._not_held = set()
-        failed = await self._send_all(plan) if plan else set()
+        failed = await self._send_all(plan, deletes) if plan or deletes else set()
         refused = self._not_held
-        delivered.update(m for m in plan if m not in failed)
+        delivered.update(m for m in [*plan, *deletes] if m not in failed)
         store = node.store
         for (key, _, _, version), dests in handoff:
             # Drop our copy only once every natural owner holds the key: with an owner down,

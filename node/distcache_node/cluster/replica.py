@@ -66,11 +66,12 @@ class Replica:
         # let the migration hand such keys on. (A sender on our ring or a newer one, such as
         # a migration pass, places keys on their owners: no need to look.)
         recent = self.node.in_flux() or now - self.node.ring_changed_at < RING_SETTLE
-        if entries and recent and (sender_ring is None or sender_ring < self.node.doc.version):
+        if (entries or deletes) and recent and (
+                sender_ring is None or sender_ring < self.node.doc.version):
             owners, me = self.node.target.owners, self.node.id
-            for entry in entries:
-                if me not in owners(entry[0]):
-                    self.node.migration.note_stray(entry[0])
+            for key in [e[0] for e in entries] + [d[0] for d in deletes]:
+                if me not in owners(key):
+                    self.node.migration.note_stray(key)
         return ApplyResult(applied, deleted, not_held, newer)
 
     def incr(self, key: str, delta: int, ttl: float | None) -> WireEntry:
