@@ -109,7 +109,7 @@ dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules in mon
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy (strict)
-	$(VENV)/bin/ruff check node operator tests bench monitoring
+	$(VENV)/bin/ruff check node operator tests bench monitoring e2e scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy monitoring
 	$(VENV)/bin/lint-imports

@@ -82,7 +82,8 @@ def cluster() -> Iterator[None]:
     # The chart's CRDs, as `helm install` would create them (identical to manifests/crds/,
     # which make kind-up applies): the dry-runs below need them served.
     k("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), namespace=None)
-    wait_established("distcaches.distcache.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
+    wait_established("distcaches.distcache.io", "clusterkopfpeerings.kopf.dev",
+                     "kopfpeerings.kopf.dev")
     yield
     # The namespace stays for inspection (the next run removes it); the release is gone.
 

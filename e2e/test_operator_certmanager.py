@@ -26,8 +26,18 @@ from collections.abc import Iterator
 import pytest
 from kindload import load_image
 from kubehelp import REPO
-from ophelp import (NS, CacheClient, client_for, condition, distcache, k, kj, settled,
-                    wait_established, wait_for)
+from ophelp import (
+    NS,
+    CacheClient,
+    client_for,
+    condition,
+    distcache,
+    k,
+    kj,
+    settled,
+    wait_established,
+    wait_for,
+)
 from tlshelp import dc_yaml, operator_ready, pod_identity, secret_fingerprint, wait_served
 
 CM_NS = "cert-manager"

@@ -3,21 +3,30 @@
 A DistCache of 5 serves steady reads and writes from a pod in the cluster: the product's own
 load program (`python -m distcache_node.loadcheck`, the ring-aware `DistCacheClient` seeded
 with the DistCache's client Service, as an application in the cluster would use it) at
-DISTCACHE_TRAFFIC_RATE operations a second. Meanwhile every pod is rolled (a pod template
-change, the same path as a new image: each pod deleted and recreated in turn) and then the
-cache shrinks 5 -> 3. The load program counts every failed request with its reason and at
-the end reads back every key it wrote: zero failures and zero lost writes, or the test fails
-with the summary.
+DISTCACHE_TRAFFIC_RATE operations a second. Meanwhile `spec.image` changes and every pod
+rolls onto the new image, one at a time (each replacement starts only once the one before
+is Ready, which a node is only after taking its share back), and then the cache shrinks
+5 -> 3. The load program counts every failed request with its reason and at the end reads
+back every key it wrote: zero failures and zero lost writes, or the test fails with the
+summary. It also counts stale reads (an older value than the last acknowledged write).
+
+The "new image" is the node image under a second tag (`docker tag`, then `kind load`): a
+real image change for Kubernetes, the same bits inside. On a cluster it cannot load images
+into (not kind) the pods roll through a pod annotation instead, the same path for the
+StatefulSet, and the test says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from kindload import docker_has, kind_binary, kind_cluster, load_image
 from ophelp import NS, distcache, k, kj, ring, settled, wait_for, wait_settled_or_explain
 from tlshelp import dc_yaml, operator_ready
 
@@ -27,9 +36,42 @@ RATE = float(os.environ.get("DISTCACHE_TRAFFIC_RATE", "300"))
 # More arguments for the load program, e.g. "--retry-for 0" to see what the client's
 # retries are worth.
 EXTRA = os.environ.get("DISTCACHE_TRAFFIC_ARGS", "").split()
-# The cache pods' image, when not the operator's default: an older build shows what the
-# node's drain is worth (the load pod always runs the current node image).
+# The cache pods' image, when not the node image: an older build shows what the node's
+# drain is worth (the load pod always runs the current node image).
 CACHE_IMAGE = os.environ.get("DISTCACHE_TRAFFIC_CACHE_IMAGE", "")
+ROLL_ANNOTATION = "example.com/traffic-roll"
+
+
+def cache_image(node_image: str) -> str:
+    return CACHE_IMAGE or node_image
+
+
+def can_change_image(image: str) -> str | None:
+    """Why the roll cannot be an image change here, or None when it can."""
+    if not docker_has(image):
+        return f"{image} is not in the local Docker"
+    if kind_cluster() is None or kind_binary() is None:
+        return "the cluster is not a kind cluster this machine can load images into"
+    return None
+
+
+def start_roll(image: str) -> tuple[str, Callable[[dict[str, Any]], bool]]:
+    """Change the DistCache so that every pod rolls: its image where possible, else a pod
+    annotation. Returns what changed and a check of a pod (or pod template) carrying it."""
+    why_not = can_change_image(image)
+    if why_not is None:
+        new = f"{image}-e2e-roll"
+        subprocess.run(["docker", "tag", image, new], check=True)
+        load_image(new, "docker tag of the node image")
+        k("patch", f"distcache/{NAME}", "--type=merge",
+          "-p", json.dumps({"spec": {"image": new}}))
+        return f"image {image} -> {new}", lambda spec: spec["spec"]["containers"][0][
+            "image"] == new
+    print(f"\nrolling through a pod annotation, not an image change: {why_not}")
+    k("patch", f"distcache/{NAME}", "--type=merge",
+      "-p", json.dumps({"spec": {"podAnnotations": {ROLL_ANNOTATION: "1"}}}))
+    return "pod annotation", lambda spec: spec["metadata"].get(
+        "annotations", {}).get(ROLL_ANNOTATION) == "1"
 
 
 def loader_pod(image: str) -> str:
@@ -87,8 +129,7 @@ def progress_lines() -> list[dict[str, object]]:
 def five(node_image: str) -> Iterator[None]:
     operator_ready()
     k("delete", "distcache", NAME, "--ignore-not-found", "--wait=true", timeout=150)
-    k("apply", "-f", "-", input=dc_yaml(NAME, 5, f"  image: {CACHE_IMAGE}\n" if CACHE_IMAGE
-                                         else ""))
+    k("apply", "-f", "-", input=dc_yaml(NAME, 5, f"  image: {cache_image(node_image)}\n"))
     wait_settled_or_explain(NAME, 5, 300)
     yield
     k("delete", "pod", LOADER, "--ignore-not-found", "--wait=false", check=False)
@@ -104,25 +145,29 @@ def test_roll_and_shrink_under_load_fail_no_request_and_lose_no_write(
                                            for p in progress_lines()), 60, every=1)
     time.sleep(5)
 
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kj(
+        "get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]}
     t0 = time.monotonic()
-    k("patch", f"distcache/{NAME}", "--type=merge",
-      "-p", '{"spec":{"podAnnotations":{"example.com/traffic-roll":"1"}}}')
-    wait_for("the StatefulSet's template carries the change", lambda: kj(
-        "get", "statefulset", NAME)["spec"]["template"]["metadata"].get("annotations", {}).get(
-        "example.com/traffic-roll") == "1", 60, every=0.2)
+    change, carries = start_roll(cache_image(node_image))
+    wait_for("the StatefulSet's template carries the change", lambda: carries(kj(
+        "get", "statefulset", NAME)["spec"]["template"]), 60, every=0.2)
+    most_unready = 0
 
     def rolled() -> bool:
+        nonlocal most_unready
         sts = kj("get", "statefulset", NAME)
         st = sts.get("status") or {}
+        most_unready = max(most_unready, 5 - int(st.get("readyReplicas", 0)))
         return (st.get("updateRevision") == st.get("currentRevision")
                 and st.get("updatedReplicas") == 5 and st.get("readyReplicas") == 5
                 and st.get("observedGeneration") == sts["metadata"]["generation"])
 
-    wait_for("every pod rolled", rolled, 600, every=1)
+    wait_for("every pod rolled", rolled, 600, every=0.5)
     wait_for("settled after the roll", lambda: settled(NAME, 5), 180, every=1)
     pods = kj("get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]
-    assert len(pods) == 5 and all(p["metadata"].get("annotations", {}).get(
-        "example.com/traffic-roll") == "1" for p in pods), "not every pod was rolled"
+    assert len(pods) == 5 and all(carries(p) for p in pods), "not every pod was rolled"
+    assert all(p["metadata"]["uid"] != before[p["metadata"]["name"]] for p in pods)
+    assert most_unready <= 1, f"{most_unready} pods were down at once"
     roll_s = time.monotonic() - t0
     time.sleep(5)
 
@@ -138,7 +183,7 @@ def test_roll_and_shrink_under_load_fail_no_request_and_lose_no_write(
              every=1)
     out = k("logs", LOADER).stdout.strip().splitlines()
     summary = json.loads(out[-1])
-    print(f"\nroll of 5 pods {roll_s:.0f} s, shrink 5->3 {shrink_s:.0f} s; load: "
+    print(f"\nroll of 5 pods ({change}) {roll_s:.0f} s, shrink 5->3 {shrink_s:.0f} s; load: "
           f"{summary['requests']} requests in {summary['seconds']} s "
           f"({summary['rate_achieved']}/s), {summary['failures']} failed, "
           f"{summary['lost_writes']} lost writes of {summary['keys_checked']} keys, "

@@ -45,7 +45,7 @@ eval "$(echo "$up" | tail -1)"   # export KUBECONFIG=... PATH=...
 "$REPO_ROOT/scripts/cert-manager.sh" image >/dev/null \
   || log "cert-manager not built: e2e/test_operator_certmanager.py skips"
 
-"$PY" -m pytest e2e -m "e2e or docker" "$@"; rc=$?
+"$PY" -m pytest e2e -m "e2e or docker" --durations=15 "$@"; rc=$?
 t_all=$(( $(date +%s) - t0 ))
 if [ "${KEEP_CLUSTER:-0}" != 1 ]; then "$KIND_SCRIPTS/kind-down.sh" || rc=${rc:-1}; fi
 if [ $rc -eq 0 ]; then
