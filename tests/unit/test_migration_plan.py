@@ -153,3 +153,10 @@ def test_an_unchanged_ring_sends_an_owner_no_deletes() -> None:
     ring = Ring(["a", "b", "c"], 2)
     mine = [(k, 1) for k in KEYS if "a" in ring.owners(k)]
     assert plan_deletes("a", ring, ring, mine, ring.owners) == {}
+
+
+def test_a_new_owner_does_not_send_itself_its_deletes() -> None:
+    placed, target = Ring(["a", "b", "c"], 2), Ring(["a", "b", "c", "d"], 2)
+    gained = [(k, 1) for k in KEYS if "d" in target.owners(k)]
+    sent = plan_deletes("d", placed, target, gained, target.owners)
+    assert "d" not in sent

@@ -173,9 +173,9 @@ def plan_deletes(
             old = placed.owners(key)
             dests = [m for m in owners if m not in old]
         else:
-            dests = [m for m in live_owners(key) if m != me]
+            dests = live_owners(key)
         for member in dests:
-            if member not in delivered:
+            if member != me and member not in delivered:
                 out[member].append((key, version))
     return dict(out)
 
