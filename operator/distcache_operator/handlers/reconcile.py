@@ -40,10 +40,11 @@ PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mista
 # (kubelet updates a mounted Secret within about a minute, its sync period plus its cache;
 # the node notices within 2 s). Past TLS_PATIENCE the cache is Degraded, naming the pods that
 # have not (still waiting: a step is never taken blindly). TLS_SETTLE: a least time between
-# steps, for clients outside the StatefulSet that read ca.crt and that the operator cannot
-# ask (0: none).
+# steps, for clients outside the StatefulSet that mount ca.crt and that the operator cannot
+# ask: their kubelet syncs the Secret at the same pace (the cache pods here report a step
+# 70-85 s after it), so by default a step waits at least 90 s for them too.
 TLS_PATIENCE = 300.0
-TLS_SETTLE = 0.0
+TLS_SETTLE = 90.0
 TLS_WAIT_POLL = 3.0  # seconds between looks at the pods while a step waits for them
 
 

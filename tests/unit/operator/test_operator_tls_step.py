@@ -48,6 +48,7 @@ def _report(cert: bytes, bundle: bytes) -> dict[str, Any]:
 
 async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
         make_dc, monkeypatch) -> None:
+    monkeypatch.setenv("DISTCACHE_TLS_SETTLE_SECONDS", "0")  # the pods' reports alone
     dc = make_dc(replicas=2)
     old = _files(tls.issue_ca(dc))
     new = _files(tls.issue_ca(dc))
@@ -86,3 +87,24 @@ async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
     assert api.current["ca.crt"] == new["ca.crt"]
     # Done: nothing waits.
     assert await r._tls_step(dc, _Cache(), served) == (None, None)
+
+
+async def test_by_default_a_step_also_waits_the_least_time_for_clients_outside(
+        make_dc, monkeypatch) -> None:
+    """Every pod has loaded the step, 30 s after it: clients outside the StatefulSet that
+    mount ca.crt cannot be asked, so the next step waits for the least time (default 90 s)."""
+    monkeypatch.delenv("DISTCACHE_TLS_SETTLE_SECONDS", raising=False)
+    dc = make_dc(replicas=2)
+    old = _files(tls.issue_ca(dc))
+    new = _files(tls.issue_ca(dc))
+    cur = _files(tls.issue_node_cert(dc, old["ca.crt"], old["ca.key"]))
+    bundle = old["ca.crt"] + new["ca.crt"]
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
+    api = FakeApi(new, {**cur, "ca.crt": bundle},
+                  {tls.STEP_ANNOTATION: "trust-extended",
+                   tls.SINCE_ANNOTATION: started.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    r = Reconciler(api)  # type: ignore[arg-type]
+    ready = {p: _report(cur["tls.crt"], bundle) for p in ("cache-0", "cache-1")}
+    problem, _ = await r._tls_step(dc, _Cache(), ready)
+    assert problem is None and api.events == [] and api.replaced == []
+    assert api.annotations[tls.STEP_ANNOTATION] == "trust-extended"
