@@ -4,7 +4,7 @@ A SIGTERMed clustered node drains before it closes its port: not ready, its peer
 route around it, a stopping header on its answers, still serving. The load program
 (`python -m distcache_node.loadcheck`, the project's client) runs steady reads and writes
 while one node restarts and the cluster shrinks 3 -> 2: zero failed requests, zero lost
-writes. And with the client's retries off, the same program reports the failures a node
+writes, zero stale reads. And with the client's retries off, the same program reports the failures a node
 killed under it causes: the check can fail.
 """
 
@@ -104,6 +104,9 @@ async def test_restart_and_shrink_under_load_fail_no_request_and_lose_no_write(
     assert int(str(summary["requests"])) > 1000
     assert summary["failures"] == 0, summary["failure_examples"]
     assert summary["lost_writes"] == 0, summary["lost_examples"]
+    # Reads see every acknowledged write too: a restarted node serves only once it has its
+    # share back, and the shrink moves deletes with the keys.
+    assert summary["stale_reads"] == 0, summary["stale_examples"]
 
 
 async def test_the_check_reports_failures_when_the_client_does_not_retry(
