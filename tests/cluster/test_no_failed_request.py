@@ -4,8 +4,8 @@ A SIGTERMed clustered node drains before it closes its port: not ready, its peer
 route around it, a stopping header on its answers, still serving. The load program
 (`python -m distcache_node.loadcheck`, the project's client) runs steady reads and writes
 while one node restarts and the cluster shrinks 3 -> 2: zero failed requests, zero lost
-writes, zero stale reads. And with the client's retries off, the same program reports the failures a node
-killed under it causes: the check can fail.
+writes, zero stale reads. And with the client's retries off, the same program reports the
+failures a node killed under it causes: the check can fail.
 """
 
 from __future__ import annotations
