@@ -40,6 +40,13 @@ if [ -n "$sel" ] && [[ $sel != *app.kubernetes.io/instance* ]]; then
     --wait=true --timeout=120s >&2
 fi
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null | cut -c8-19 || true)
+# The least time between the steps of a move to a new CA covers kubelet's Secret sync for
+# clients outside the cache (default 90 s, for kubelets that sync every minute). The kind
+# test bed's kubelet syncs every 10 s (scripts/kind/kind-config.yaml): 20 s is as safe there.
+settle=""
+if "$KUBECTL" config current-context 2>/dev/null | grep -q '^kind-'; then
+  settle=${DISTCACHE_TLS_SETTLE_SECONDS:-20}
+fi
 
 case $MODE in
   helm)
@@ -48,12 +55,16 @@ case $MODE in
     args=(--set "operator.image.repository=${IMAGE%:*}" --set "operator.image.tag=${IMAGE##*:}")
     # A new build under the same tag: a changed template annotation rolls the Deployment.
     [ -z "$image_id" ] || args+=(--set "operator.podAnnotations.distcache\.io/image-id=$image_id")
+    [ -z "$settle" ] || args+=(--set "operator.extraEnv[0].name=DISTCACHE_TLS_SETTLE_SECONDS"
+                               --set-string "operator.extraEnv[0].value=$settle")
     "$HELM" upgrade --install distcache "$REPO_ROOT/charts/distcache" --namespace $NS \
       --skip-crds --take-ownership --force-conflicts "${args[@]}" \
       --wait --timeout 180s | sed '/^NOTES:/,$d' >&2  # the NOTES are for people: helm get notes
     ;;
   manifests)
     "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
+    [ -z "$settle" ] || "$KUBECTL" -n $NS set env deployment/distcache-operator \
+      "DISTCACHE_TLS_SETTLE_SECONDS=$settle" >&2
     if [ -n "$image_id" ]; then
       "$KUBECTL" -n $NS patch deployment distcache-operator --type merge -p \
         "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"distcache.io/image-id\":\"$image_id\"}}}}}" >&2
