@@ -246,8 +246,11 @@ class LocalCluster:
         self.state.save(self.dir)
         await self.wait_ready(nodes)
 
-    async def scale(self, count: int, force: bool = False) -> None:
+    async def scale(self, count: int, force: bool = False) -> float:
+        """Grow or shrink to `count` nodes; returns when the ring settled (time.monotonic()),
+        before removed nodes finish their shutdown drain."""
         current = sorted(self.state.nodes, key=lambda n: int(n.id.rsplit("-", 1)[1]))
+        settled = time.monotonic()
         coordinator = self.coordinator()
         if count > len(current):
             new = self._next_nodes(count - len(current))
@@ -262,6 +265,7 @@ class LocalCluster:
             self.state.save(self.dir)
             await self.wait_ready(new)
             await coordinator.add_members([Member(n.id, n.url) for n in new])
+            settled = time.monotonic()
         elif count < len(current):
             if count < 1:
                 raise SystemExit("a cluster needs at least one node; use Ctrl-C on `up` to stop")
@@ -275,10 +279,17 @@ class LocalCluster:
             except RingConflict as exc:
                 raise SystemExit(f"ring changed by someone else; nothing changed: {exc}") \
                     from None
+            settled = time.monotonic()
+            # Out of the ring now; each still drains for --shutdown-drain after SIGTERM (a
+            # client on the old ring may still call it): stopped together, not one by one.
+            for node in gone:
+                if node.pid and _alive(node.pid):
+                    os.kill(node.pid, signal.SIGTERM)
             for node in gone:
                 self.stop(node)
             self.state.nodes = current[:count]
             self.state.save(self.dir)
+        return settled
 
     async def status(self) -> list[dict[str, Any]]:
         doc = await FileRingStore(self.ring_path).load()
