@@ -121,14 +121,21 @@ def test_a_new_ca_moves_in_three_steps_each_once_every_pod_has_the_last(make_dc)
     assert plan(f3, {}, None, soon).secret is None
 
 
-def test_a_pod_that_does_not_answer_is_waited_for_and_named_past_the_patience(
-        make_dc) -> None:
-    dc = make_dc()
+def _step_one_taken(dc: Any) -> tuple[dict[str, bytes], dict[str, bytes], dt.datetime,
+                                       dict[str, bytes], dict[str, str]]:
+    """A move to a new CA right after step 1: (new CA, the certificate served, when, the
+    Secret's files and annotations after step 1)."""
     old, new = _ca(dc), _ca(dc)
     cur = _files(tls.issue_node_cert(dc, old["ca.crt"], old["ca.key"]))
     now = dt.datetime.now(dt.UTC)
     s1 = tls.plan(dc, cur, {}, new["ca.crt"], new["ca.key"], RENEW, None, PATIENCE, now=now)
-    f1, a1 = _files(s1.secret or {}), (s1.secret or {})["metadata"]["annotations"]
+    return new, cur, now, _files(s1.secret or {}), (s1.secret or {})["metadata"]["annotations"]
+
+
+def test_a_pod_that_does_not_answer_is_waited_for_and_named_past_the_patience(
+        make_dc) -> None:
+    dc = make_dc()
+    new, cur, now, f1, a1 = _step_one_taken(dc)
     loaded = _pods(cur["tls.crt"], f1["ca.crt"], cache_0=None,
                    cache_2={"id": "cache-2"})  # cache-2: a node too old to report
 
@@ -153,11 +160,7 @@ def test_a_pod_that_does_not_answer_is_waited_for_and_named_past_the_patience(
 
 def test_a_least_settle_time_holds_a_step_the_pods_are_ready_for(make_dc) -> None:
     dc = make_dc()
-    old, new = _ca(dc), _ca(dc)
-    cur = _files(tls.issue_node_cert(dc, old["ca.crt"], old["ca.key"]))
-    now = dt.datetime.now(dt.UTC)
-    s1 = tls.plan(dc, cur, {}, new["ca.crt"], new["ca.key"], RENEW, None, PATIENCE, now=now)
-    f1, a1 = _files(s1.secret or {}), (s1.secret or {})["metadata"]["annotations"]
+    new, cur, now, f1, a1 = _step_one_taken(dc)
     ready = _pods(cur["tls.crt"], f1["ca.crt"])
     settle = dt.timedelta(seconds=120)
 

@@ -46,9 +46,9 @@ def _report(cert: bytes, bundle: bytes) -> dict[str, Any]:
                     "reloads": 1, "error": None}}
 
 
-async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
-        make_dc, monkeypatch) -> None:
-    monkeypatch.setenv("DISTCACHE_TLS_SETTLE_SECONDS", "0")  # the pods' reports alone
+def _thirty_s_into_step_one(make_dc: Any) -> tuple[
+        Any, dict[str, bytes], dict[str, bytes], dict[str, bytes], bytes, FakeApi, Reconciler]:
+    """A move to a new CA 30 s after step 1 (ca.crt = old + new, the old certificate)."""
     dc = make_dc(replicas=2)
     old = _files(tls.issue_ca(dc))
     new = _files(tls.issue_ca(dc))
@@ -58,7 +58,13 @@ async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
     api = FakeApi(new, {**cur, "ca.crt": bundle},
                   {tls.STEP_ANNOTATION: "trust-extended",
                    tls.SINCE_ANNOTATION: started.strftime("%Y-%m-%dT%H:%M:%SZ")})
-    r = Reconciler(api)  # type: ignore[arg-type]
+    return dc, old, new, cur, bundle, api, Reconciler(api)  # type: ignore[arg-type]
+
+
+async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
+        make_dc, monkeypatch) -> None:
+    monkeypatch.setenv("DISTCACHE_TLS_SETTLE_SECONDS", "0")  # the pods' reports alone
+    dc, old, new, cur, bundle, api, r = _thirty_s_into_step_one(make_dc)
     behind = {"cache-0": _report(cur["tls.crt"], bundle),
               "cache-1": _report(cur["tls.crt"], old["ca.crt"])}
     # 30 s in, cache-1 trusts the old CA alone: look again soon, nothing said.
@@ -94,16 +100,7 @@ async def test_by_default_a_step_also_waits_the_least_time_for_clients_outside(
     """Every pod has loaded the step, 30 s after it: clients outside the StatefulSet that
     mount ca.crt cannot be asked, so the next step waits for the least time (default 90 s)."""
     monkeypatch.delenv("DISTCACHE_TLS_SETTLE_SECONDS", raising=False)
-    dc = make_dc(replicas=2)
-    old = _files(tls.issue_ca(dc))
-    new = _files(tls.issue_ca(dc))
-    cur = _files(tls.issue_node_cert(dc, old["ca.crt"], old["ca.key"]))
-    bundle = old["ca.crt"] + new["ca.crt"]
-    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
-    api = FakeApi(new, {**cur, "ca.crt": bundle},
-                  {tls.STEP_ANNOTATION: "trust-extended",
-                   tls.SINCE_ANNOTATION: started.strftime("%Y-%m-%dT%H:%M:%SZ")})
-    r = Reconciler(api)  # type: ignore[arg-type]
+    dc, _, _, cur, bundle, api, r = _thirty_s_into_step_one(make_dc)
     ready = {p: _report(cur["tls.crt"], bundle) for p in ("cache-0", "cache-1")}
     problem, _ = await r._tls_step(dc, _Cache(), ready)
     assert problem is None and api.events == [] and api.replaced == []
