@@ -223,16 +223,18 @@ class LocalCluster:
                     raise SystemExit(f"{node.id} not ready after {timeout:.0f}s")
                 await asyncio.sleep(0.1)
 
-    def stop(self, node: NodeProc, timeout: float = 15.0) -> None:
-        """SIGTERM by PID (a graceful stop), SIGKILL only if it does not exit in time."""
-        if not node.pid or not _alive(node.pid):
-            return
-        os.kill(node.pid, signal.SIGTERM)
+    def stop(self, *nodes: NodeProc, timeout: float = 15.0) -> None:
+        """SIGTERM by PID (a graceful stop), all at once so their shutdown drains overlap;
+        SIGKILL only for one that does not exit in time."""
+        pids = [n.pid for n in nodes if n.pid and _alive(n.pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(node.pid) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(node.pid):
-            os.kill(node.pid, signal.SIGKILL)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     # -- commands ------------------------------------------------------------------------------
     async def up(self, count: int) -> None:
@@ -281,12 +283,8 @@ class LocalCluster:
                     from None
             settled = time.monotonic()
             # Out of the ring now; each still drains for --shutdown-drain after SIGTERM (a
-            # client on the old ring may still call it): stopped together, not one by one.
-            for node in gone:
-                if node.pid and _alive(node.pid):
-                    os.kill(node.pid, signal.SIGTERM)
-            for node in gone:
-                self.stop(node)
+            # client on the old ring may still call it).
+            self.stop(*gone)
             self.state.nodes = current[:count]
             self.state.save(self.dir)
         return settled
@@ -302,8 +300,7 @@ class LocalCluster:
         return rows
 
     def stop_all(self) -> None:
-        for node in self.state.nodes:
-            self.stop(node)
+        self.stop(*self.state.nodes)
 
 
 def running_nodes(directory: Path) -> list[int]:
