@@ -50,7 +50,7 @@ test-unit: $(STAMP) ## Only the fast in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 # --- Helm chart and raw manifests (charts/distcache; helm from the Go module proxy, cached in
-# $$DISTCACHE_CACHE/bin/helm-<version> by scripts/helm.sh).
+# $$DISTCACHE_DEV_CACHE/bin/helm-<version> by scripts/helm.sh).
 .PHONY: manifests
 manifests: $(STAMP) ## Render charts/distcache into manifests/ (operator, examples); copy the CRDs and dashboards into the chart
 	$(PY) scripts/manifests.py
@@ -59,7 +59,7 @@ manifests: $(STAMP) ## Render charts/distcache into manifests/ (operator, exampl
 helm: ## Build the pinned helm (scripts/helm.sh) and print its path
 	@scripts/helm.sh --path
 
-# --- Kubernetes test bed (kind, offline; build outputs cached in $$DISTCACHE_CACHE, default
+# --- Kubernetes test bed (kind, offline; build outputs cached in $$DISTCACHE_DEV_CACHE, default
 # /var/cache/distcache): see scripts/kind/README.md.
 .PHONY: base-image
 base-image: ## Build the local Python base image (debootstrapped bookworm) for machines that cannot pull python:3.11-slim

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from distcache_node.cluster.ring import RingDoc  # noqa: E402
 from distcache_node.local.runner import FileRingStore, LocalCluster  # noqa: E402
-from support import free_port, free_port_range, wait_http  # noqa: E402
+from support import clean_env, free_port, free_port_range, wait_ready  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -125,14 +125,17 @@ async def bench_throughput(work: Path, seconds: int, rounds: int) -> dict[str, A
 
     # Anchor: one standalone node.
     port = free_port()
-    single = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-        [sys.executable, "-m", "distcache_node.cli", "--port", str(port), "--api-key", API_KEY,
-         "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    single_log = work / "single-node.log"
+    with single_log.open("wb") as log:  # the child keeps its own descriptor
+        single = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+            [sys.executable, "-m", "distcache_node.cli", "--port", str(port),
+             "--api-key", API_KEY, "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT, env=clean_env())
     cluster = LocalCluster.create(work / "tp", free_port_range(3), API_KEY, 2, False, "512MiB",
                                   ["--log-level", "WARNING"])
     try:
         single_url = f"http://127.0.0.1:{port}"
-        wait_http(single_url + "/healthz")
+        wait_ready(single, single_url, log=single_log)
         await load_keys(single_url, keys)
         await cluster.up(3)
         urls = [n.url for n in cluster.state.nodes]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-os.environ["DISTCACHE_OP_NAMESPACE"] = "distcache-op-bench"
+os.environ["DISTCACHE_DEV_OP_NAMESPACE"] = "distcache-op-bench"
 
 import ophelp
 from ophelp import client_for, k, kj, settled, wait_for

@@ -530,7 +530,7 @@ def bench_mget(args: argparse.Namespace, procs: Processes, pinning: Pinning,
         raise RuntimeError("redis MGET check failed")
     body_file = tmp / "mget-body.json"
     body_file.write_bytes(body)
-    env = {"DISTCACHE_BENCH_BODY": str(body_file), "DISTCACHE_BENCH_API_KEY": API_KEY}
+    env = {"DISTCACHE_DEV_BENCH_BODY": str(body_file), "DISTCACHE_DEV_BENCH_API_KEY": API_KEY}
     url = f"http://127.0.0.1:{node_port}/mget"
     script = BENCH / "mget.lua"
     command = ["MGET", *keys]

@@ -45,7 +45,7 @@ def project_version() -> str:
 
 @pytest.fixture(scope="session")
 def node_image() -> str:
-    return os.environ.get("DISTCACHE_NODE_IMAGE", f"distcache/node:{project_version()}")
+    return os.environ.get("DISTCACHE_OPERATOR_NODE_IMAGE", f"distcache/node:{project_version()}")
 
 
 @dataclass

@@ -18,7 +18,7 @@ def kind_cluster() -> str | None:
 
 
 def kind_binary() -> str | None:
-    cache = os.environ.get("DISTCACHE_CACHE", "/var/cache/distcache")
+    cache = os.environ.get("DISTCACHE_DEV_CACHE", "/var/cache/distcache")
     versions = (REPO / "scripts" / "kind" / "versions.env").read_text()
     version = next(line.split("=", 1)[1] for line in versions.splitlines()
                    if line.startswith("KIND_VERSION="))

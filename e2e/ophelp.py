@@ -16,7 +16,7 @@ from typing import Any
 
 from kubehelp import REPO, PortForward, kubectl, kubectl_json, wait_established, wait_for
 
-NS = os.environ.get("DISTCACHE_OP_NAMESPACE", "distcache-op-e2e")
+NS = os.environ.get("DISTCACHE_DEV_OP_NAMESPACE", "distcache-op-e2e")
 OPERATOR_NS = "distcache-system"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NS}:distcache-operator"
 

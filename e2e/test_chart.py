@@ -36,7 +36,7 @@ SCOPE = ["--set", f"operator.watchNamespaces={{{NS}}}"]
 def helm_path() -> str | None:
     if os.environ.get("HELM"):
         return os.environ["HELM"]
-    built = (Path(os.environ.get("DISTCACHE_CACHE", "/var/cache/distcache")) / "bin"
+    built = (Path(os.environ.get("DISTCACHE_DEV_CACHE", "/var/cache/distcache")) / "bin"
              / f"helm-{HELM_VERSION}")
     return str(built / "helm") if (built / ".done").exists() else None
 

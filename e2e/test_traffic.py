@@ -3,7 +3,7 @@
 A DistCache of 5 serves steady reads and writes from a pod in the cluster: the product's own
 load program (`python -m distcache_node.loadcheck`, the ring-aware `DistCacheClient` seeded
 with the DistCache's client Service, as an application in the cluster would use it) at
-DISTCACHE_TRAFFIC_RATE operations a second. Meanwhile `spec.image` changes and every pod
+DISTCACHE_DEV_TRAFFIC_RATE operations a second. Meanwhile `spec.image` changes and every pod
 rolls onto the new image, one at a time (each replacement starts only once the one before
 is Ready, which a node is only after taking its share back), and then the cache shrinks
 5 -> 3. The load program counts every failed request with its reason and at the end reads
@@ -32,13 +32,13 @@ from tlshelp import dc_yaml, operator_ready
 
 NAME = "traffic"
 LOADER = "traffic-load"
-RATE = float(os.environ.get("DISTCACHE_TRAFFIC_RATE", "300"))
+RATE = float(os.environ.get("DISTCACHE_DEV_TRAFFIC_RATE", "300"))
 # More arguments for the load program, e.g. "--retry-for 0" to see what the client's
 # retries are worth.
-EXTRA = os.environ.get("DISTCACHE_TRAFFIC_ARGS", "").split()
+EXTRA = os.environ.get("DISTCACHE_DEV_TRAFFIC_ARGS", "").split()
 # The cache pods' image, when not the node image: an older build shows what the node's
 # drain is worth (the load pod always runs the current node image).
-CACHE_IMAGE = os.environ.get("DISTCACHE_TRAFFIC_CACHE_IMAGE", "")
+CACHE_IMAGE = os.environ.get("DISTCACHE_DEV_TRAFFIC_CACHE_IMAGE", "")
 ROLL_ANNOTATION = "example.com/traffic-roll"
 
 

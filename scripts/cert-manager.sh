@@ -3,7 +3,7 @@
 # built offline from the Go module proxy (nothing pulled from an image registry).
 #
 #   build   the controller binary and cert-manager's CRDs (deploy/crds of the same module) into
-#           $DISTCACHE_CACHE/bin/cert-manager-<version>-<stamp>/ (complete when .done exists)
+#           $DISTCACHE_DEV_CACHE/bin/cert-manager-<version>-<stamp>/ (complete when .done exists)
 #   image   also the image distcache/cert-manager-controller:<version>-<stamp>: the static
 #           binary alone, `docker import`ed (no base image needed); prints its name
 #   crds    print the folder holding the CRDs (building if needed)
@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/kind/common.sh"
 CM_VERSION=${CM_VERSION:-v1.19.1}
 STAMP=$(inputs_stamp "$HERE/cert-manager/main.go" "$HERE/cert-manager.sh")
-DIR=$DISTCACHE_CACHE/bin/cert-manager-$CM_VERSION-$STAMP
+DIR=$DISTCACHE_DEV_CACHE/bin/cert-manager-$CM_VERSION-$STAMP
 IMAGE=distcache/cert-manager-controller:$CM_VERSION-$STAMP
 
 build() {
@@ -29,7 +29,7 @@ build() {
   exec {lock}>"$DIR.lock"
   flock "$lock"
   if [ ! -e "$DIR/.done" ]; then
-    local work=$DISTCACHE_CACHE/work/cert-manager-$CM_VERSION
+    local work=$DISTCACHE_DEV_CACHE/work/cert-manager-$CM_VERSION
     rm -rf "$work"; mkdir -p "$work"
     # The module path sits under cert-manager's so that its internal/ packages may be imported.
     printf 'module github.com/cert-manager/cert-manager/controller-binary\n\ngo 1.25.0\n\nrequire github.com/cert-manager/cert-manager %s\n' \

@@ -24,7 +24,7 @@ echo "e2e on the cluster of KUBECONFIG=$KUBECONFIG ($("$KUBECTL" config current-
 "$PY" e2e/restore.py snapshot "$snap" || { echo "e2e: cannot read the cluster" >&2; exit 1; }
 if ! "$KUBECTL" -n distcache-system get deployment distcache-operator >/dev/null 2>&1; then
   echo "no DistCache operator on the cluster: installing it with the Helm chart"
-  DISTCACHE_INSTALL=helm KUBECTL=$KUBECTL scripts/kind/install-operator.sh || rc=1
+  DISTCACHE_DEV_INSTALL=helm KUBECTL=$KUBECTL scripts/kind/install-operator.sh || rc=1
 fi
 if [ -z "${rc:-}" ] && "$KUBECTL" config current-context | grep -q '^kind-'; then
   # A kind cluster can take images from this machine: build cert-manager (cached; cold ~4 min)

@@ -3,15 +3,15 @@
 #
 # helm comes from the Go module proxy (`go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION`),
 # like the kind test bed's binaries, into a folder OUTSIDE the clone behind a version stamp:
-#   $DISTCACHE_CACHE/bin/helm-$HELM_VERSION/helm   (complete when .done exists)
+#   $DISTCACHE_DEV_CACHE/bin/helm-$HELM_VERSION/helm   (complete when .done exists)
 # so a fresh clone reuses it and a pin change builds a new folder. Cold: a few minutes on
 # 2 cores; warm: nothing to do.
 #   scripts/helm.sh --path     print the binary's path (building it if needed), run nothing
 #   scripts/helm.sh lint charts/distcache
 set -euo pipefail
 HELM_VERSION=${HELM_VERSION:-v4.3.2}
-DISTCACHE_CACHE=${DISTCACHE_CACHE:-/var/cache/distcache}
-DIR=$DISTCACHE_CACHE/bin/helm-$HELM_VERSION
+. "$(dirname "${BASH_SOURCE[0]}")/devenv.sh"
+DIR=$DISTCACHE_DEV_CACHE/bin/helm-$HELM_VERSION
 HELM=$DIR/helm
 
 log() { printf '== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

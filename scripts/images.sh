@@ -7,7 +7,7 @@
 # <version> is the project version in pyproject.toml. The base is python:3.11-slim when that
 # image is present locally (or PYTHON_IMAGE=... names one), else the local base (built if missing).
 # When containers cannot reach PyPI (a proxy with its own certificate, or no network), the
-# project and its dependencies are built as wheels on the host (cached in $DISTCACHE_CACHE/wheels)
+# project and its dependencies are built as wheels on the host (cached in $DISTCACHE_DEV_CACHE/wheels)
 # and installed inside the build with --no-index.
 set -euo pipefail
 . "$(dirname "$0")/kind/common.sh"
@@ -20,7 +20,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
 [ -n "$VERSION" ] || die "no version in pyproject.toml"
 NODE_IMAGE=${NODE_IMAGE:-distcache/node:$VERSION}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-distcache/operator:$VERSION}
-WHEEL_CACHE=$DISTCACHE_CACHE/wheels
+WHEEL_CACHE=$DISTCACHE_DEV_CACHE/wheels
 WHEELS=${WHEELS:-auto}
 
 docker info >/dev/null 2>&1 || die "Docker engine not reachable (start dockerd: scripts/kind/ensure-docker.sh)"

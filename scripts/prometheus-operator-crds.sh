@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # prometheus-operator-crds.sh: the Prometheus Operator's CRDs (ServiceMonitor, PodMonitor,
 # PrometheusRule, ...) from its Go module on the proxy (example/prometheus-operator-crd/),
-# copied into $DISTCACHE_CACHE/crds/prometheus-operator-<version>/ (complete when .done
+# copied into $DISTCACHE_DEV_CACHE/crds/prometheus-operator-<version>/ (complete when .done
 # exists). Prints that folder. The e2e tier applies them to show that the operator's
 # ServiceMonitor is accepted by the real schema and selects the real pods.
 set -euo pipefail
 PROM_OPERATOR_VERSION=${PROM_OPERATOR_VERSION:-v0.85.0}
-DISTCACHE_CACHE=${DISTCACHE_CACHE:-/var/cache/distcache}
-DIR=$DISTCACHE_CACHE/crds/prometheus-operator-$PROM_OPERATOR_VERSION
+. "$(dirname "${BASH_SOURCE[0]}")/devenv.sh"
+DIR=$DISTCACHE_DEV_CACHE/crds/prometheus-operator-$PROM_OPERATOR_VERSION
 if [ ! -e "$DIR/.done" ]; then
   export PATH=$PATH:/usr/local/go/bin GOTOOLCHAIN=${GOTOOLCHAIN:-local}
   command -v go >/dev/null || { echo "error: Go toolchain missing (it fetches the CRDs from the module proxy)" >&2; exit 1; }

@@ -28,21 +28,6 @@ def free_port() -> int:
     return free_port_range(1)
 
 
-def wait_http(url: str, timeout: float = 15.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def free_port_range(count: int) -> int:
     """A base port with `count` consecutive free ports after it."""
     for _ in range(200):
@@ -72,27 +57,36 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def process_output(proc: subprocess.Popen[bytes]) -> str:
+def process_output(proc: subprocess.Popen[bytes], log: Path | None = None) -> str:
+    """Everything the process wrote (stopping it first): from its pipe, or from `log` when
+    it writes to a file."""
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
+    if log is not None:
+        return log.read_text(errors="replace")
     assert proc.stdout is not None
     return proc.stdout.read().decode(errors="replace")
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str,
-                context: ssl.SSLContext | None = None, timeout: float = 20.0) -> None:
+               context: ssl.SSLContext | None = None, timeout: float = 20.0,
+               log: Path | None = None) -> None:
+    """Wait for `url`/healthz to answer 200, watching the process itself: when it exits the
+    wait fails at once, and every failure shows what the process wrote (its pipe, or `log`)."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"node exited with {proc.returncode}:\n{process_output(proc)}")
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}:\n"
+                                 f"{process_output(proc, log)}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1, context=context) as resp:
                 if resp.status == 200:
                     return
         except OSError:
             if time.monotonic() > deadline:
-                raise AssertionError(f"node not ready at {url}:\n{process_output(proc)}") from None
+                raise AssertionError(f"not ready at {url} after {timeout} s:\n"
+                                     f"{process_output(proc, log)}") from None
             time.sleep(0.05)
 
 

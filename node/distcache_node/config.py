@@ -192,6 +192,14 @@ def _coerce(name: str, raw: Any) -> Any:
         raise ConfigError(f"{name}: {exc}") from None
 
 
+# The node's environment namespace is DISTCACHE_*, less the sub-namespaces other parts of
+# DistCache own: a developer's shell may hold the tooling's DISTCACHE_DEV_CACHE (the build
+# cache) and an operator's settings without stopping every node started from it. Any other
+# unknown DISTCACHE_* variable is still refused, naming it: a typo must not be ignored.
+ENV_PREFIX = "DISTCACHE_"
+NOT_NODE_PREFIXES = ("DISTCACHE_DEV_", "DISTCACHE_OPERATOR_")
+
+
 def _from_mapping(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in values.items():
@@ -235,11 +243,17 @@ def load_config(
             raise ConfigError(f"{config_path}: expected a mapping at the top level")
         values.update(_from_mapping(loaded, config_path))
     env_values = {
-        k[len("DISTCACHE_"):]: v
+        k[len(ENV_PREFIX):]: v
         for k, v in env.items()
-        if k.startswith("DISTCACHE_") and k != "DISTCACHE_CONFIG"
+        if k.startswith(ENV_PREFIX) and k != "DISTCACHE_CONFIG"
+        and not k.startswith(NOT_NODE_PREFIXES)
     }
-    values.update(_from_mapping(env_values, "environment"))
+    try:
+        values.update(_from_mapping(env_values, "environment"))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (DISTCACHE_* variables configure the node; the build and "
+                          f"test tooling's own are DISTCACHE_DEV_*, the operator's "
+                          f"DISTCACHE_OPERATOR_*)") from None
     flags = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     values.update(_from_mapping(flags, "flags"))
     return NodeConfig(**values).validate()

@@ -48,7 +48,7 @@ class SpecError(ValueError):
 
 def default_image() -> str:
     """The node image when spec.image is empty: set on the operator's Deployment."""
-    return os.environ.get("DISTCACHE_NODE_IMAGE", "distcache/node:0.1.0")
+    return os.environ.get("DISTCACHE_OPERATOR_NODE_IMAGE", "distcache/node:0.1.0")
 
 
 def parse_quantity(value: Any, what: str = "quantity") -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # build-binaries.sh [all|kind|kubernetes|etcd|coredns|crictl|pause]: build the offline kind
-# test bed's binaries from the Go module proxy into $DISTCACHE_CACHE/kind/bin/<name>-<version>/.
+# test bed's binaries from the Go module proxy into $DISTCACHE_DEV_CACHE/kind/bin/<name>-<version>/.
 # A directory with a .done file is complete and never rebuilt; a pin change in versions.env
 # names a new directory. Cold: ~17 min on 2 cores (Go caches ~8.5 GB, kept in ~/.cache/go-build
 # and ~/go/pkg/mod); warm: seconds.

@@ -187,7 +187,7 @@ CMD []" /dev/null
 docker rmi "$NODE_IMAGE-assembly" >/dev/null
 # Older stamps' images are dead weight (a few hundred MB each). Only those over a day old:
 # another checkout (a CI clone, a salted experiment) may be building a newer one right now.
-[ -n "${DISTCACHE_KIND_SALT:-}" ] ||   # a salted build is a side experiment: keep the rest
+[ -n "${DISTCACHE_DEV_KIND_SALT:-}" ] ||   # a salted build is a side experiment: keep the rest
 for repo in distcache/kind-node distcache/kind-base distcache/kind-proxy-base; do
   for img in $(docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | grep -v -e "$STAMP\$"); do
     created=$(date -d "$(docker image inspect -f '{{.Created}}' "$img")" +%s 2>/dev/null || echo 0)

@@ -1,12 +1,13 @@
 # Shared settings for scripts/kind/*.sh (sourced, not run).
-# Every build output lives OUTSIDE the clone, under $DISTCACHE_CACHE/kind, keyed by the pins in
+# Every build output lives OUTSIDE the clone, under $DISTCACHE_DEV_CACHE/kind, keyed by the pins in
 # versions.env, so a fresh clone (CI) reuses what an earlier run built on the same machine.
 KIND_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$KIND_SCRIPTS/../.." && pwd)
 # shellcheck source=versions.env
 . "$KIND_SCRIPTS/versions.env"
-DISTCACHE_CACHE=${DISTCACHE_CACHE:-/var/cache/distcache}
-KIND_CACHE=$DISTCACHE_CACHE/kind
+. "$KIND_SCRIPTS/../devenv.sh"
+KIND_CACHE=$DISTCACHE_DEV_CACHE/kind
+mkdir -p "$KIND_CACHE"
 BIN_CACHE=$KIND_CACHE/bin
 # Go needs a HOME for its caches (CI may run with a thin environment).
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"; export HOME
@@ -15,14 +16,14 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export PATH=$PATH:/usr/local/go/bin:${GOPATH:-$HOME/go}/bin
 NICE=(nice -n 19)
 CLUSTER_NAME=${KIND_CLUSTER_NAME:-distcache}
-KUBECONFIG_PATH=${DISTCACHE_KUBECONFIG:-$KIND_CACHE/kubeconfig-$CLUSTER_NAME}
+KUBECONFIG_PATH=${DISTCACHE_DEV_KUBECONFIG:-$KIND_CACHE/kubeconfig-$CLUSTER_NAME}
 
 log() { printf '== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # A short hash of the given files' contents: image tags change when their inputs do.
-# DISTCACHE_KIND_SALT (unset normally) forces new tags, e.g. to measure a cold build.
-inputs_stamp() { { cat "$@"; printf '%s' "${DISTCACHE_KIND_SALT:-}"; } | sha256sum | cut -c1-10; }
+# DISTCACHE_DEV_KIND_SALT (unset normally) forces new tags, e.g. to measure a cold build.
+inputs_stamp() { { cat "$@"; printf '%s' "${DISTCACHE_DEV_KIND_SALT:-}"; } | sha256sum | cut -c1-10; }
 
 # docker build with the legacy builder (BuildKit would try to pull its frontend image), without
 # its deprecation banner.

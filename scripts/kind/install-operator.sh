@@ -4,10 +4,10 @@
 # from distcache/operator:<version>. When the loaded operator image changed (same tag, new
 # build), the Deployment rolls.
 #
-# DISTCACHE_INSTALL=helm (default): `helm upgrade --install distcache charts/distcache` in
+# DISTCACHE_DEV_INSTALL=helm (default): `helm upgrade --install distcache charts/distcache` in
 #   distcache-system (helm from scripts/helm.sh); objects an earlier plain-manifest install
 #   created are taken over.
-# DISTCACHE_INSTALL=manifests: `kubectl apply -f manifests/operator/`, the same objects rendered
+# DISTCACHE_DEV_INSTALL=manifests: `kubectl apply -f manifests/operator/`, the same objects rendered
 #   from the chart by `make manifests`, without helm.
 # Either way the CRDs come from manifests/crds/ with kubectl apply (helm never upgrades a
 # chart's crds/), and the namespace (Pod Security `restricted`) from manifests/operator/.
@@ -17,7 +17,7 @@ KUBECTL=${KUBECTL:-$BIN_CACHE/kubernetes-$K8S_VERSION/kubectl}
 [ -x "$KUBECTL" ] || KUBECTL=kubectl
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO_ROOT/pyproject.toml" | head -1)
 IMAGE=${OPERATOR_IMAGE:-distcache/operator:$VERSION}
-MODE=${DISTCACHE_INSTALL:-helm}
+MODE=${DISTCACHE_DEV_INSTALL:-helm}
 NS=distcache-system
 
 log "installing the DistCache CRDs, RBAC and operator ($IMAGE, with $MODE)"
@@ -45,7 +45,7 @@ image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null | cut -c8-19 |
 # test bed's kubelet syncs every 10 s (scripts/kind/kind-config.yaml): 20 s is as safe there.
 settle=""
 if "$KUBECTL" config current-context 2>/dev/null | grep -q '^kind-'; then
-  settle=${DISTCACHE_TLS_SETTLE_SECONDS:-20}
+  settle=${DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS:-20}
 fi
 
 case $MODE in
@@ -55,7 +55,7 @@ case $MODE in
     args=(--set "operator.image.repository=${IMAGE%:*}" --set "operator.image.tag=${IMAGE##*:}")
     # A new build under the same tag: a changed template annotation rolls the Deployment.
     [ -z "$image_id" ] || args+=(--set "operator.podAnnotations.distcache\.io/image-id=$image_id")
-    [ -z "$settle" ] || args+=(--set "operator.extraEnv[0].name=DISTCACHE_TLS_SETTLE_SECONDS"
+    [ -z "$settle" ] || args+=(--set "operator.extraEnv[0].name=DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS"
                                --set-string "operator.extraEnv[0].value=$settle")
     "$HELM" upgrade --install distcache "$REPO_ROOT/charts/distcache" --namespace $NS \
       --skip-crds --take-ownership --force-conflicts "${args[@]}" \
@@ -64,12 +64,12 @@ case $MODE in
   manifests)
     "$KUBECTL" apply -f "$REPO_ROOT/manifests/operator/" >&2
     [ -z "$settle" ] || "$KUBECTL" -n $NS set env deployment/distcache-operator \
-      "DISTCACHE_TLS_SETTLE_SECONDS=$settle" >&2
+      "DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS=$settle" >&2
     if [ -n "$image_id" ]; then
       "$KUBECTL" -n $NS patch deployment distcache-operator --type merge -p \
         "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"distcache.io/image-id\":\"$image_id\"}}}}}" >&2
     fi
     ;;
-  *) die "DISTCACHE_INSTALL must be helm or manifests, not $MODE" ;;
+  *) die "DISTCACHE_DEV_INSTALL must be helm or manifests, not $MODE" ;;
 esac
 "$KUBECTL" -n $NS rollout status deployment/distcache-operator --timeout=180s >&2

@@ -71,7 +71,7 @@ grep -qw overlay /proc/filesystems && ok "kernel: overlayfs" || miss "kernel: no
 # 4. Disk and memory. Cold: Go caches ~8 GB + images ~3 GB; warm: a running cluster ~2 GB.
 node_image=$("$KIND_SCRIPTS/build-node-image.sh" --name 2>/dev/null)
 if docker image inspect "$node_image" >/dev/null 2>&1; then need=3; else need=14; fi
-for d in "$DISTCACHE_CACHE" "${GOPATH:-$HOME/go}" /var/lib/docker; do
+for d in "$DISTCACHE_DEV_CACHE" "${GOPATH:-$HOME/go}" /var/lib/docker; do
   p=$d; while [ ! -e "$p" ]; do p=$(dirname "$p"); done
   avail=$(( $(df -Pk "$p" | awk 'NR==2 { print $4 }') / 1024 / 1024 ))
   if [ "$avail" -ge "$need" ]; then ok "disk: ${avail} GiB free for $d (need ~${need} GiB)"

@@ -56,8 +56,8 @@ def _client() -> dict[str, str]:
 RING = Ring(MEMBERS, replication=2)
 
 
-# DISTCACHE_FUZZ_SCALE=10 runs ten times the examples per stage, for a longer hunt.
-SCALE = float(os.environ.get("DISTCACHE_FUZZ_SCALE", "1"))
+# DISTCACHE_DEV_FUZZ_SCALE=10 runs ten times the examples per stage, for a longer hunt.
+SCALE = float(os.environ.get("DISTCACHE_DEV_FUZZ_SCALE", "1"))
 
 
 def fuzz_config(max_examples: int, coverage: bool, accepted: list[Any],

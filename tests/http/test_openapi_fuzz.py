@@ -28,7 +28,7 @@ import schemathesis
 
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
-from support import API_KEY, free_port, wait_http
+from support import API_KEY, clean_env, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
@@ -56,10 +56,10 @@ def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [sys.executable, "-m", "distcache_node.cli", "--host", "127.0.0.1",
              "--port", str(port), "--api-key", API_KEY, "--max-memory", "64MiB",
              "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
         )
     try:
-        wait_http(f"{url}/healthz")
+        wait_ready(proc, url, log=log_path)
         yield url
     finally:
         proc.terminate()

@@ -141,6 +141,18 @@ def test_unknown_environment_variable_is_rejected() -> None:
         load_config([], environ={"DISTCACHE_MAX_MEMROY": "1GiB"})
 
 
+def test_an_unknown_variable_is_refused_naming_the_tooling_namespaces() -> None:
+    # The build cache's old name: a node must say what it is, not fail as a refused socket.
+    with pytest.raises(ConfigError, match=r"unknown setting 'CACHE'.*DISTCACHE_DEV_\*"):
+        load_config([], environ={"DISTCACHE_CACHE": "/tmp/cache"})
+
+
+def test_the_tooling_and_operator_namespaces_are_not_node_settings() -> None:
+    environ = {"DISTCACHE_DEV_CACHE": "/tmp/cache", "DISTCACHE_DEV_KIND_SALT": "x",
+               "DISTCACHE_OPERATOR_NODE_IMAGE": "img", "DISTCACHE_PORT": "9000"}
+    assert load_config([], environ=environ).port == 9000
+
+
 def test_unrelated_environment_is_ignored() -> None:
     assert load_config([], environ={"HOME": "/root", "MAX_MEMORY": "x"}) == NodeConfig()
 

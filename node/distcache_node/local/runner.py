@@ -218,10 +218,20 @@ class LocalCluster:
                         if resp.status == 200:
                             break
                 if not _alive(node.pid):
-                    raise SystemExit(f"{node.id} exited; see {self.dir / (node.id + '.log')}")
+                    raise SystemExit(f"{node.id} exited; {self._log_tail(node)}")
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{node.id} not ready after {timeout:.0f}s")
+                    raise SystemExit(f"{node.id} not ready after {timeout:.0f}s; "
+                                     f"{self._log_tail(node)}")
                 await asyncio.sleep(0.1)
+
+    def _log_tail(self, node: NodeProc, lines: int = 20) -> str:
+        """The end of a node's log, for an error that says why it did not come up."""
+        path = self.dir / f"{node.id}.log"
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        return f"last lines of {path}:\n" + "\n".join(tail)
 
     def stop(self, *nodes: NodeProc, timeout: float = 15.0) -> None:
         """SIGTERM by PID (a graceful stop), all at once so their shutdown drains overlap;

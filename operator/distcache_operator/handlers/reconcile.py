@@ -53,11 +53,11 @@ def _seconds(env: str, default: float) -> dt.timedelta:
 
 
 def tls_patience() -> dt.timedelta:
-    return _seconds("DISTCACHE_TLS_LOAD_TIMEOUT_SECONDS", TLS_PATIENCE)
+    return _seconds("DISTCACHE_OPERATOR_TLS_LOAD_TIMEOUT_SECONDS", TLS_PATIENCE)
 
 
 def tls_settle() -> dt.timedelta:
-    return _seconds("DISTCACHE_TLS_SETTLE_SECONDS", TLS_SETTLE)
+    return _seconds("DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS", TLS_SETTLE)
 
 
 @dataclass

@@ -33,7 +33,7 @@ HELM_VERSION = "v4.3.2"
 def helm_path() -> str | None:
     if os.environ.get("HELM"):
         return os.environ["HELM"]
-    cache = Path(os.environ.get("DISTCACHE_CACHE", "/var/cache/distcache"))
+    cache = Path(os.environ.get("DISTCACHE_DEV_CACHE", "/var/cache/distcache"))
     built = cache / "bin" / f"helm-{HELM_VERSION}"
     if (built / ".done").exists() and (built / "helm").exists():
         return str(built / "helm")

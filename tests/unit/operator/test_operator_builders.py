@@ -74,7 +74,7 @@ def test_node_settings_come_from_the_spec_and_secrets_from_secret_refs(make_dc) 
 
 
 def test_default_image_comes_from_the_operator_environment(make_dc, monkeypatch) -> None:
-    monkeypatch.setenv("DISTCACHE_NODE_IMAGE", "registry/node:9")
+    monkeypatch.setenv("DISTCACHE_OPERATOR_NODE_IMAGE", "registry/node:9")
     (c,) = build_statefulset(make_dc(), 1)["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "registry/node:9"
 

@@ -63,7 +63,7 @@ def _thirty_s_into_step_one(make_dc: Any) -> tuple[
 
 async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
         make_dc, monkeypatch) -> None:
-    monkeypatch.setenv("DISTCACHE_TLS_SETTLE_SECONDS", "0")  # the pods' reports alone
+    monkeypatch.setenv("DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS", "0")  # the pods' reports alone
     dc, old, new, cur, bundle, api, r = _thirty_s_into_step_one(make_dc)
     behind = {"cache-0": _report(cur["tls.crt"], bundle),
               "cache-1": _report(cur["tls.crt"], old["ca.crt"])}
@@ -71,7 +71,7 @@ async def test_a_step_waits_for_the_pods_then_is_degraded_then_goes_on(
     assert await r._tls_step(dc, _Cache(), behind) == (None, TLS_WAIT_POLL)
     assert api.replaced == [] and api.events == []
     # Past the patience: Degraded naming cache-1, one Warning Event however often it looks.
-    monkeypatch.setenv("DISTCACHE_TLS_LOAD_TIMEOUT_SECONDS", "20")
+    monkeypatch.setenv("DISTCACHE_OPERATOR_TLS_LOAD_TIMEOUT_SECONDS", "20")
     c = _Cache()
     for _ in range(3):
         problem, delay = await r._tls_step(dc, c, {**behind, "cache-0": None})
@@ -99,7 +99,7 @@ async def test_by_default_a_step_also_waits_the_least_time_for_clients_outside(
         make_dc, monkeypatch) -> None:
     """Every pod has loaded the step, 30 s after it: clients outside the StatefulSet that
     mount ca.crt cannot be asked, so the next step waits for the least time (default 90 s)."""
-    monkeypatch.delenv("DISTCACHE_TLS_SETTLE_SECONDS", raising=False)
+    monkeypatch.delenv("DISTCACHE_OPERATOR_TLS_SETTLE_SECONDS", raising=False)
     dc, _, _, cur, bundle, api, r = _thirty_s_into_step_one(make_dc)
     ready = {p: _report(cur["tls.crt"], bundle) for p in ("cache-0", "cache-1")}
     problem, _ = await r._tls_step(dc, _Cache(), ready)
