@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 NODES ?= 3
 BASE_PORT ?= 8080
 PYTEST_ARGS ?=
+TIERS ?=
 
 .PHONY: help
 help: ## Show this help
@@ -40,10 +41,8 @@ scale: $(STAMP) ## Resize the `make run` cluster: make scale NODES=5
 	$(VENV)/bin/distcache local scale --dir .local --nodes $(NODES)
 
 .PHONY: test
-test: $(STAMP) ## Run every test tier this machine can run, kind e2e included (set-up included; SKIP_KIND=1 skips it)
-	@scripts/ensure-debs.sh curl=curl promtool=prometheus
-	@scripts/helm.sh --path >/dev/null || echo "helm not built: the chart tests will skip"
-	@scripts/test-tiers.sh $(PY) $(PYTEST_ARGS)
+test: $(STAMP) ## Every test tier, set-up included (scripts/tiers.py: the tiers, their needs, how a skip is judged); TIERS="unit http" picks some
+	@$(PY) scripts/tiers.py $(TIERS) -- $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Only the fast in-process tests
@@ -97,7 +96,7 @@ kind-down: ## Delete the kind cluster
 
 .PHONY: e2e-kind
 e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP_CLUSTER=1 keeps it)
-	@scripts/kind/e2e-tier.sh $(PY) $(PYTEST_ARGS)
+	@$(PY) scripts/tiers.py kind -- $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: $(STAMP) ## The e2e suite: on a fresh kind cluster (kind-up with the Helm chart, pytest e2e/, kind-down), or with KUBECONFIG set on that cluster, left as found

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # e2e.sh PYTHON [PYTEST_ARGS...]: `make e2e`, the e2e suite (e2e/) on a Kubernetes cluster.
 #
-# KUBECONFIG unset: the kind tier as `make test` runs it (scripts/kind/e2e-tier.sh): a fresh
+# KUBECONFIG unset: the kind tier as `make test` runs it (scripts/tiers.py kind): a fresh
 #   offline kind cluster brought up by `make kind-up` (images built and loaded, the operator
 #   installed with the Helm chart), pytest e2e/, the cluster deleted (KEEP_CLUSTER=1 keeps it).
 # KUBECONFIG set: that cluster, left as it was found. e2e/restore.py records its namespaces,
@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:?python}; shift
 if [ -z "${KUBECONFIG:-}" ]; then
-  exec scripts/kind/e2e-tier.sh "$PY" "$@"
+  exec "$PY" scripts/tiers.py kind -- "$@"
 fi
 KUBECTL=${KUBECTL:-kubectl}
 t0=$(date +%s)

@@ -2,8 +2,8 @@
 # images.sh [base|node|operator|all]: build the project's container images.
 #   base      distcache/python-base:<rev>: Debian bookworm + python3 (3.11), debootstrapped and
 #             `docker import`ed; for machines that cannot pull python:3.11-slim.
-#   node      distcache/node:<version>      (node/Dockerfile)
-#   operator  distcache/operator:<version>  (operator/Dockerfile)
+#   node      distcache/node:<version>      (Dockerfile, target node)
+#   operator  distcache/operator:<version>  (Dockerfile, target operator)
 # <version> is the project version in pyproject.toml. The base is python:3.11-slim when that
 # image is present locally (or PYTHON_IMAGE=... names one), else the local base (built if missing).
 # When containers cannot reach PyPI (a proxy with its own certificate, or no network), the
@@ -64,14 +64,15 @@ prepare_wheels() {
   cp -l "$WHEEL_CACHE/py$want"/*.whl .build/wheels/ 2>/dev/null || cp "$WHEEL_CACHE/py$want"/*.whl .build/wheels/
 }
 
-build_image() {   # build_image DOCKERFILE IMAGE BASE
-  local dockerfile=$1 image=$2 base=$3
-  local args=(--build-arg "PYTHON_IMAGE=$base" --label "org.opencontainers.image.version=$VERSION")
+build_image() {   # build_image TARGET IMAGE BASE [EXTRAS]
+  local target=$1 image=$2 base=$3 extras=${4:-}
+  local args=(--target "$target" --build-arg "PYTHON_IMAGE=$base" --build-arg "EXTRAS=$extras"
+              --label "org.opencontainers.image.version=$VERSION")
   local rev; rev=$(git rev-parse HEAD 2>/dev/null || true)
   [ -z "$rev" ] || args+=(--label "org.opencontainers.image.revision=$rev")
   [ "$WHEELS" != yes ] || args+=(--build-arg PIP_FIND_LINKS=/wheels)
-  log "docker build -f $dockerfile -> $image (base $base)"
-  legacy_build -q -f "$dockerfile" "${args[@]}" -t "$image" . >/dev/null
+  log "docker build --target $target -> $image (base $base)"
+  legacy_build -q "${args[@]}" -t "$image" . >/dev/null
   docker image ls "$image" --format '   {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' >&2
   # The builds this one replaced, now untagged (only ours: filtered by their OCI title).
   docker image prune -f --filter "label=org.opencontainers.image.title=$(basename "${image%%:*}" | sed 's/^/distcache-/')" >/dev/null 2>&1 || true
@@ -83,8 +84,8 @@ case $what in
   node|operator|all)
     base=$(pick_base)
     prepare_wheels "$base"
-    [ "$what" = operator ] || build_image node/Dockerfile "$NODE_IMAGE" "$base"
-    [ "$what" = node ] || build_image operator/Dockerfile "$OPERATOR_IMAGE" "$base"
+    [ "$what" = operator ] || build_image node "$NODE_IMAGE" "$base"
+    [ "$what" = node ] || build_image operator "$OPERATOR_IMAGE" "$base" '[operator]'
     ;;
   *) die "usage: images.sh [base|node|operator|all]" ;;
 esac

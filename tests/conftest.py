@@ -1,8 +1,10 @@
-"""Shared fixtures. Tiers are markers, assigned by folder:
+"""Shared fixtures. Tiers are markers, assigned by folder (the deepest match wins); which tiers
+exist, what each needs and how a skip is judged: scripts/tiers.py (`make test`).
 
-- tests/unit     -> unit     (in-process, no sockets)
-- tests/http     -> http     (a real node app on a real loopback socket)
-- tests/cluster  -> cluster  (several real node processes on loopback)
+- tests/unit       -> unit       (in-process, no sockets)
+- tests/unit/chart -> chart      (the Helm chart rendered by a real helm)
+- tests/http       -> http       (a real node app on a real loopback socket)
+- tests/cluster    -> cluster    (several real node processes on loopback)
 - tests/monitoring -> monitoring (dashboards and alert rules; a real Prometheus)
 """
 
@@ -25,15 +27,20 @@ from support import API_KEY, ROOT, clean_env, free_port, wait_ready
 
 NODE_COMMAND = [sys.executable, "-m", "distcache_node.cli"]
 
-_TIER_BY_FOLDER = {"unit": "unit", "http": "http", "cluster": "cluster",
-                   "monitoring": "monitoring"}
+_TIER_BY_FOLDER = {("unit", "chart"): "chart", ("unit",): "unit", ("http",): "http",
+                   ("cluster",): "cluster", ("monitoring",): "monitoring"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT).parts
-        if len(parts) > 2 and parts[0] == "tests" and parts[1] in _TIER_BY_FOLDER:
-            item.add_marker(getattr(pytest.mark, _TIER_BY_FOLDER[parts[1]]))
+        if parts[0] != "tests":
+            continue
+        folders = parts[1:-1]
+        for prefix, tier in sorted(_TIER_BY_FOLDER.items(), key=lambda kv: -len(kv[0])):
+            if folders[:len(prefix)] == prefix:
+                item.add_marker(getattr(pytest.mark, tier))
+                break
 
 
 @pytest.fixture
@@ -104,33 +111,3 @@ def node_process() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-
-
-_ALL_TIERS = {
-    "unit": "in-process",
-    "http": "real node servers on loopback",
-    "cluster": "real node processes on loopback",
-    "monitoring": "dashboards, alert rules, a real Prometheus",
-}
-_NOT_YET = {
-    "apiserver": "none in tests/: the operator meets a real API server in e2e/test_operator.py",
-    "e2e": "not in tests/: e2e/ runs on kind after these (scripts/kind/e2e-tier.sh)",
-}
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say which tiers ran, and which did not and why (`make test` runs what it can)."""
-    counts: dict[str, dict[str, int]] = {}
-    for outcome in ("passed", "failed", "skipped", "error", "xfailed"):
-        for report in terminalreporter.stats.get(outcome, []):
-            keywords = getattr(report, "keywords", {})
-            tier = next((t for t in _ALL_TIERS if t in keywords), "other")
-            counts.setdefault(tier, {}).setdefault(outcome, 0)
-            counts[tier][outcome] += 1
-    terminalreporter.section("test tiers")
-    for tier, what in _ALL_TIERS.items():
-        got = counts.get(tier)
-        summary = ", ".join(f"{n} {k}" for k, n in sorted(got.items())) if got else "not run"
-        terminalreporter.write_line(f"{tier:10} {summary:40} ({what})")
-    for tier, why in _NOT_YET.items():
-        terminalreporter.write_line(f"{tier:10} {why}")
