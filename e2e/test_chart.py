@@ -79,8 +79,8 @@ def cluster() -> Iterator[None]:
       namespace=None, timeout=200)
     k("create", "namespace", NS, namespace=None)
     k("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted", namespace=None)
-    # The chart's CRDs, as `helm install` would create them (identical to manifests/crds/,
-    # which make kind-up applies): the dry-runs below need them served.
+    # The chart's CRDs, as `helm install` would create them (and as make kind-up applies
+    # them): the dry-runs below need them served.
     k("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), namespace=None)
     wait_established("distcaches.distcache.io", "clusterkopfpeerings.kopf.dev",
                      "kopfpeerings.kopf.dev")

@@ -52,7 +52,7 @@ def operator() -> Iterator[None]:
         pytest.skip("e2e needs kubectl on PATH (or KUBECTL=...)")
     have = k("get", "deployment", "distcache-operator", check=False, namespace=OPERATOR_NS)
     if have.returncode != 0:
-        k("apply", "-f", str(REPO / "manifests" / "crds"), namespace=None)
+        k("apply", "-f", str(REPO / "charts" / "distcache" / "crds"), namespace=None)
         wait_established("distcaches.distcache.io")
         k("apply", "-f", str(REPO / "manifests" / "operator"), namespace=None)
     k("rollout", "status", "deployment/distcache-operator", "--timeout=180s",

@@ -1,5 +1,5 @@
-"""Prometheus alert rules for DistCache, written to monitoring/generated/ as a rule file whose
-`groups` are also a PrometheusRule's `spec.groups`.
+"""Prometheus alert rules for DistCache, written to charts/distcache/files/prometheus-rules.yaml
+as a rule file whose `groups` are also the chart's PrometheusRule's `spec.groups`.
 
 Each alert lists its `signals`: the expressions it compares against a threshold. On a
 healthy cluster the alert is silent but every signal has data; the live test checks that

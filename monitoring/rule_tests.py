@@ -1,6 +1,6 @@
 """promtool unit tests for every alert, firing and not firing: the cases are written here
 and rendered (expected annotations included, from the rules' templates) into
-monitoring/generated/distcache-rules-tests.yaml for `promtool test rules`."""
+monitoring/rules-tests.yaml for `promtool test rules`."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """`make manifests`: the raw manifests in manifests/ rendered from the Helm chart.
 
-One source of truth for each piece:
-- the CRDs: manifests/crds/*.yaml (the operator's; hand-written) are copied into the chart's
-  crds/ folder;
-- dashboards and alert rules: monitoring/generated/ (the monitoring code's output), when it
-  exists, is copied into the chart's dashboards/ (*.json) and files/prometheus-rules.yaml;
-- everything else is rendered from charts/distcache with `helm template` (default values, no
-  DistCache, the namespace included) into manifests/operator/ (what `kubectl apply -f` needs
-  to run the operator) and manifests/monitoring/ (dashboard ConfigMaps; the Prometheus
-  Operator's objects, rendered as with metrics.serviceMonitor.enabled), and three example
-  DistCaches (values below) into manifests/examples/.
+The chart is the one source; nothing is copied into it:
+- the CRDs live only in charts/distcache/crds/ (hand-written; `kubectl apply -f` them from
+  there, helm never upgrades a chart's crds/);
+- the dashboards (charts/distcache/dashboards/*.json) and alert rules
+  (charts/distcache/files/prometheus-rules.yaml) are written there by `make dashboards`
+  (monitoring/generate.py; tests/monitoring/test_generated.py checks them);
+- this script renders the chart with `helm template` (default values, no DistCache, the
+  namespace included) into manifests/operator/ (what `kubectl apply -f` needs to run the
+  operator) and manifests/monitoring/ (dashboard ConfigMaps; the Prometheus Operator's
+  objects, rendered as with metrics.serviceMonitor.enabled), and three example DistCaches
+  (values below) into manifests/examples/.
 
     scripts/manifests.py           write them
     scripts/manifests.py --check   write nothing; list what differs and exit 1 when anything does
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +35,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "distcache"
 MANIFESTS = ROOT / "manifests"
-MONITORING = ROOT / "monitoring" / "generated"
 RELEASE, NAMESPACE = "distcache", "distcache-system"
 
 # Rendered template -> raw manifest file (in this order inside the file).
@@ -99,8 +98,8 @@ def helm() -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
-def template(chart: Path, *args: str) -> str:
-    proc = subprocess.run([helm(), "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+def template(*args: str) -> str:
+    proc = subprocess.run([helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
                            *args], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"helm template failed:\n{proc.stderr}")
@@ -120,55 +119,25 @@ def by_source(rendered: str) -> dict[str, str]:
 
 
 def expected() -> dict[Path, bytes]:
-    """Every generated file and its content."""
+    """Every generated file of manifests/ and its content."""
     out: dict[Path, bytes] = {}
-    # 1. copies: CRDs into the chart; monitoring output into the chart.
-    for crd in sorted((MANIFESTS / "crds").glob("*.yaml")):
-        out[CHART / "crds" / crd.name] = crd.read_bytes()
-    if MONITORING.is_dir():
-        for board in sorted(MONITORING.glob("*.json")):
-            out[CHART / "dashboards" / board.name] = board.read_bytes()
-        # Rule files (not their promtool unit tests), whose top level is `groups:`.
-        rules = sorted(p for p in MONITORING.glob("*rules*.y*ml") if "test" not in p.name)
-        if len(rules) == 1:
-            out[CHART / "files" / "prometheus-rules.yaml"] = rules[0].read_bytes()
-        elif rules:
-            groups: list[Any] = []
-            for f in rules:
-                groups += (yaml.safe_load(f.read_text()) or {}).get("groups", [])
-            out[CHART / "files" / "prometheus-rules.yaml"] = (
-                "# Merged by `make manifests` from monitoring/generated/: do not edit here.\n"
-                + yaml.safe_dump({"groups": groups}, sort_keys=False)).encode()
-    # The chart as it will be once the copies are in place (--check writes nothing).
-    with tempfile.TemporaryDirectory() as tmp:
-        chart = Path(tmp) / "distcache"
-        shutil.copytree(CHART, chart)
-        for path, data in out.items():
-            (chart / path.relative_to(CHART)).parent.mkdir(parents=True, exist_ok=True)
-            (chart / path.relative_to(CHART)).write_bytes(data)
-        out.update(rendered(chart))
-    return out
-
-
-def rendered(chart: Path) -> dict[Path, bytes]:
-    out: dict[Path, bytes] = {}
-    # 2. the operator, rendered with the default values (plus its namespace).
-    docs = by_source(template(chart, "--set", "namespace.create=true"))
+    # 1. the operator, rendered with the default values (plus its namespace).
+    docs = by_source(template("--set", "namespace.create=true"))
     unplaced = set(docs) - {t for ts in OPERATOR_FILES.values() for t in ts}
     if unplaced:
         sys.exit(f"templates rendered by default but not placed in manifests/: {sorted(unplaced)}")
-    monitoring = by_source(template(chart, "--set", "metrics.serviceMonitor.enabled=true"))
+    monitoring = by_source(template("--set", "metrics.serviceMonitor.enabled=true"))
     for files, source in ((OPERATOR_FILES, docs), (MONITORING_FILES, monitoring)):
         for name, templates in files.items():
             body = "---\n".join(source[t] for t in templates if t in source)
             if body:
                 out[MANIFESTS / name] = (HEADER + body).encode()
-    # 3. the examples: the DistCache template alone, without chart labels or namespace.
+    # 2. the examples: the DistCache template alone, without chart labels or namespace.
     for name, (comment, cache) in EXAMPLES.items():
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values:
             yaml.safe_dump({"cache": {"enabled": True, **cache}}, values)
             values.flush()
-            docs = by_source(template(chart, "-f", values.name,
+            docs = by_source(template("-f", values.name,
                                       "--show-only", "templates/distcache.yaml"))
         doc = yaml.safe_load(docs["distcache.yaml"])
         doc["metadata"] = {"name": doc["metadata"]["name"]}
@@ -183,14 +152,10 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on drift")
     args = parser.parse_args()
     want = expected()
-    # Generated files that no longer have a source (an example removed, a dashboard renamed).
-    stale = [p for d in (CHART / "crds", CHART / "dashboards", MANIFESTS / "examples",
-                         MANIFESTS / "monitoring")
+    # Generated files that no longer have a source (an example or a template removed).
+    stale = [p for d in (MANIFESTS / "examples", MANIFESTS / "monitoring")
              if d.is_dir() for p in d.iterdir() if p.is_file() and p not in want
              and p.suffix in (".yaml", ".json")]
-    rules = CHART / "files" / "prometheus-rules.yaml"
-    if rules.exists() and rules not in want:
-        stale.append(rules)
     drift = [p for p, data in want.items() if not p.exists() or p.read_bytes() != data]
     if args.check:
         for p in drift:

@@ -9,8 +9,8 @@
 #   created are taken over.
 # DISTCACHE_DEV_INSTALL=manifests: `kubectl apply -f manifests/operator/`, the same objects rendered
 #   from the chart by `make manifests`, without helm.
-# Either way the CRDs come from manifests/crds/ with kubectl apply (helm never upgrades a
-# chart's crds/), and the namespace (Pod Security `restricted`) from manifests/operator/.
+# Either way the CRDs come from charts/distcache/crds/ with kubectl apply (helm never upgrades
+# a chart's crds/), and the namespace (Pod Security `restricted`) from manifests/operator/.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 KUBECTL=${KUBECTL:-$BIN_CACHE/kubernetes-$K8S_VERSION/kubectl}
@@ -21,7 +21,7 @@ MODE=${DISTCACHE_DEV_INSTALL:-helm}
 NS=distcache-system
 
 log "installing the DistCache CRDs, RBAC and operator ($IMAGE, with $MODE)"
-"$KUBECTL" apply -f "$REPO_ROOT/manifests/crds/" >&2
+"$KUBECTL" apply -f "$REPO_ROOT/charts/distcache/crds/" >&2
 # kubectl wait fails at once (not waits) while a just-created CRD has no conditions yet.
 for _ in $(seq 60); do
   [ "$("$KUBECTL" get crd/distcaches.distcache.io \

@@ -35,8 +35,8 @@ def need(binary: str) -> str:
 
 
 def board(name: str) -> dict[str, Any]:
-    """A generated dashboard's JSON (monitoring/generated/NAME)."""
-    data: dict[str, Any] = json.loads((generate.OUT / name).read_text())
+    """A generated dashboard's JSON (charts/distcache/dashboards/NAME)."""
+    data: dict[str, Any] = json.loads((generate.DASHBOARDS_DIR / name).read_text())
     return data
 
 
@@ -90,7 +90,7 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
                        "evaluation_interval": "1s"},
-            "rule_files": [str(generate.OUT / generate.RULES_FILE)],
+            "rule_files": [str(generate.RULES_FILE)],
             "scrape_configs": scrape_configs,
         }
         self.config = directory / "prometheus.yml"

@@ -1,5 +1,7 @@
-"""Generated dashboards and rules: no drift from the code, promtool accepts the rules and
-their unit tests pass, and every metric they name is one the node or the operator exports."""
+"""Generated dashboards and rules: the chart's copies (charts/distcache/dashboards/*.json,
+files/prometheus-rules.yaml) and monitoring/rules-tests.yaml do not drift from the code,
+promtool accepts the rules and their unit tests pass, and every metric they name is one the
+node or the operator exports."""
 
 from __future__ import annotations
 
@@ -11,21 +13,19 @@ from monitoring_support import need
 
 from monitoring import alerts, dashboards, generate, promql
 
-GENERATED = generate.OUT
-
 
 def test_generated_files_match_the_code() -> None:
     rendered = generate.render()
-    stale = [name for name, text in rendered.items()
-             if not (GENERATED / name).exists() or (GENERATED / name).read_text() != text]
-    extra = sorted(p.name for p in GENERATED.iterdir() if p.name not in rendered)
-    assert not stale, f"monitoring/generated/ is stale for {stale}: run `make dashboards`"
-    assert not extra, f"monitoring/generated/ holds files nothing generates: {extra}"
+    stale = [str(path.relative_to(generate.ROOT)) for path, text in rendered.items()
+             if not path.exists() or path.read_text() != text]
+    extra = [str(path.relative_to(generate.ROOT)) for path in generate.stale(rendered)]
+    assert not stale, f"{stale} differ from monitoring/'s code: run `make dashboards`"
+    assert not extra, f"{extra}: no dashboard of monitoring/ generates them: run `make dashboards`"
 
 
 def test_dashboards_are_valid_grafana_json() -> None:
     for name in dashboards.DASHBOARDS:
-        board = json.loads((GENERATED / name).read_text())
+        board = json.loads((generate.DASHBOARDS_DIR / name).read_text())
         assert board["uid"] and board["title"] and board["panels"]
         ids = [panel["id"] for panel in board["panels"]]
         assert len(ids) == len(set(ids)), f"{name}: panel ids repeat"
@@ -41,16 +41,17 @@ def test_dashboards_are_valid_grafana_json() -> None:
 
 def test_promtool_check_rules() -> None:
     promtool = need("promtool")
-    result = subprocess.run([promtool, "check", "rules", generate.RULES_FILE],
-                            cwd=GENERATED, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([promtool, "check", "rules", str(generate.RULES_FILE)],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alerts.ALERTS)} rules found" in result.stdout
 
 
 def test_promtool_test_rules_every_alert_firing_and_not() -> None:
     promtool = need("promtool")
-    result = subprocess.run([promtool, "test", "rules", generate.RULES_TESTS_FILE],
-                            cwd=GENERATED, capture_output=True, text=True, timeout=120)
+    # The test file names the rules by a path relative to itself, as promtool resolves it.
+    result = subprocess.run([promtool, "test", "rules", str(generate.RULES_TESTS_FILE)],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     from monitoring.rule_tests import CASES
     for alert in alerts.ALERTS:
@@ -63,7 +64,7 @@ def referenced_metrics() -> dict[str, set[str]]:
     """Metric name -> where it is used (dashboard panels, variables, alerts)."""
     used: dict[str, set[str]] = {}
     for name in dashboards.DASHBOARDS:
-        board = json.loads((GENERATED / name).read_text())
+        board = json.loads((generate.DASHBOARDS_DIR / name).read_text())
         for title, expr in dashboards.queries(board):
             for metric in promql.metric_names(expr):
                 used.setdefault(metric, set()).add(f"{name}: {title}")

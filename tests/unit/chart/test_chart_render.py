@@ -1,6 +1,6 @@
 """The Helm chart (charts/distcache) rendered offline with the project's pinned helm.
 
-- manifests/ and the chart's copies (CRDs, dashboards, rules) do not drift from their sources;
+- manifests/ (rendered from the chart by scripts/manifests.py) does not drift from it;
 - every ci/ scenario passes `helm lint --strict`;
 - bad values fail at render time with a message naming the parameter (values.schema.json and
   the chart's own checks);
@@ -77,12 +77,6 @@ def operator_command(docs: list[dict[str, Any]]) -> str:
 
 
 # -- one source of truth -----------------------------------------------------------------------
-
-def test_chart_crds_are_copies_of_manifests_crds() -> None:
-    ours = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
-    theirs = {p.name: p.read_bytes() for p in (ROOT / "manifests" / "crds").glob("*.yaml")}
-    assert ours == theirs, "charts/distcache/crds/ differs from manifests/crds/: run make manifests"
-
 
 def test_manifests_are_rendered_from_the_chart(helm: str) -> None:
     proc = run(sys.executable, str(ROOT / "scripts" / "manifests.py"), "--check",

@@ -10,7 +10,7 @@ import yaml
 from distcache_operator import model
 from distcache_operator.model import DistCache, SecretKeyRef, SpecError, parse_quantity
 
-CRD = Path(__file__).parents[3] / "manifests" / "crds" / "distcache.io_distcaches.yaml"
+CRD = Path(__file__).parents[3] / "charts" / "distcache" / "crds" / "distcache.io_distcaches.yaml"
 
 
 def test_defaults_of_an_empty_spec(make_dc) -> None:
