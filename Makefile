@@ -51,7 +51,7 @@ test-unit: $(STAMP) ## Only the fast in-process tests
 # --- Helm chart and raw manifests (charts/distcache; helm from the Go module proxy, cached in
 # $$DISTCACHE_DEV_CACHE/bin/helm-<version> by scripts/helm.sh).
 .PHONY: manifests
-manifests: $(STAMP) ## Render charts/distcache into manifests/ (operator, examples); copy the CRDs and dashboards into the chart
+manifests: $(STAMP) ## Render charts/distcache into manifests/ (operator, examples, monitoring)
 	$(PY) scripts/manifests.py
 
 .PHONY: helm
@@ -103,7 +103,7 @@ e2e: $(STAMP) ## The e2e suite: on a fresh kind cluster (kind-up with the Helm c
 	@scripts/e2e.sh $(PY) $(PYTEST_ARGS)
 
 .PHONY: dashboards
-dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules in monitoring/generated/
+dashboards: $(STAMP) ## Regenerate the Grafana dashboards and alert rules (into charts/distcache/)
 	$(PY) -m monitoring.generate
 
 .PHONY: lint
@@ -111,6 +111,7 @@ lint: $(STAMP) ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check node operator tests bench monitoring e2e scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy monitoring
+	$(VENV)/bin/mypy --strict scripts/tiers.py
 	$(VENV)/bin/lint-imports
 	@for f in charts/distcache/ci/*-values.yaml; do \
 	  echo "helm lint --strict charts/distcache -f $$f"; \

@@ -1,8 +1,9 @@
 """The DistCache custom resource as a typed model, parsed once with its defaults.
 
-The API server already applies the CRD's schema defaults and refuses what the schema refuses
-(charts/distcache/crds/distcache.io_distcaches.yaml); `DistCache.from_body` applies the same defaults
-again (a body from a test, or from an API server that skipped them, reads the same) and checks
+The API server already applies the CRD's schema defaults and refuses what the schema
+refuses (charts/distcache/crds/distcache.io_distcaches.yaml); `DistCache.from_body` applies
+the same defaults again (a body from a test, or from an API server that skipped them, reads
+the same) and checks
 what a schema cannot: a `maxMemory` the memory limit cannot hold. Problems a user must fix
 raise SpecError with a message that says what to fix.
 """
