@@ -17,6 +17,7 @@ from distcache_node.auth import keys_match
 from distcache_node.cluster import loops
 from distcache_node.cluster.metrics import ClusterCollector
 from distcache_node.cluster.node import ClusterNode
+from distcache_node.cluster.peerident import PeerNames
 from distcache_node.cluster.peers import client_ssl_context, make_session
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.cluster.router import ClusterRouter
@@ -26,12 +27,21 @@ from distcache_node.protocol import SECRET_HEADER
 
 
 def peer_check(app: web.Application) -> None:
+    """/cluster/* admits a peer: a client certificate the TLS layer verified against the
+    cluster CA that names the host of a ring member (or of this node: its URL) in its
+    subjectAltName (cluster/peerident.py), or the cluster secret. A certificate from the CA
+    for any other name is no peer: a CA is often shared with other workloads."""
     config = app[CONFIG]
+    names = PeerNames()
 
     def check(request: web.Request) -> None:
         transport = request.transport
-        if config.tls_ca and transport is not None and transport.get_extra_info("peercert"):
-            return  # verified by the TLS layer against the cluster CA
+        node = app[CLUSTER]
+        if config.tls_ca and transport is not None and node is not None:
+            peercert = transport.get_extra_info("peercert")
+            if peercert and names.admits(peercert, node.doc,
+                                         (m.url for m in node.doc.members), node.url):
+                return  # verified by the TLS layer, and it names a member
         given = request.headers.get(SECRET_HEADER)
         if config.cluster_secret and given is not None and keys_match(given,
                                                                         config.cluster_secret):
@@ -39,8 +49,8 @@ def peer_check(app: web.Application) -> None:
         # The data API key is not a peer credential, not even for reads: people and
         # clients read GET /status.
         raise ApiError(403, "forbidden", "cluster endpoints accept only peers (a peer "
-                       "certificate or the cluster secret); for the node's view of the "
-                       "cluster, GET /status with the API key")
+                       "certificate naming a ring member, or the cluster secret); for the "
+                       "node's view of the cluster, GET /status with the API key")
 
     app[PEER_CHECK] = check
 
