@@ -79,7 +79,9 @@ build_etcd() {
   (cd "$dir" && "${NICE[@]}" go mod tidy)
   mkdir -p "$out"
   (cd "$dir" && CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
-  "$out/etcd" --version | head -1
+  # sed, not head: head exits after one line and the binary's next write dies of SIGPIPE,
+  # which pipefail turns into a failed build (it did, on a cold machine, for CoreDNS).
+  "$out/etcd" --version | sed -n 1p
   mark_done "$name"
 }
 
@@ -91,7 +93,7 @@ build_coredns() {
   (cd "$dir" && "${NICE[@]}" go mod tidy)
   mkdir -p "$out"
   (cd "$dir" && CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$out/coredns" github.com/coredns/coredns)
-  "$out/coredns" -version | head -1
+  "$out/coredns" -version | sed -n 1p
   mark_done "$name"
 }
 
