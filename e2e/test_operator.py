@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubehelp import kubectl_path
@@ -85,6 +87,69 @@ def assert_all_readable(cache: CacheClient, items: dict[str, str]) -> None:
     found = cache.mget(list(items))
     lost = [key for key in items if found.get(key) != items[key]]
     assert not lost, f"{len(lost)} of {len(items)} keys lost, e.g. {lost[:5]}"
+
+
+def resize(replicas: int) -> None:
+    k("scale", f"distcache/{NAME}", f"--replicas={replicas}")
+    wait_for(f"{replicas} active members, settled", lambda: settled(NAME, replicas), 300,
+             every=1)
+
+
+def ring_or_none(name: str) -> dict[str, Any] | None:
+    proc = k("get", "configmap", f"{name}-ring", "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(json.loads(proc.stdout)["data"]["ring.json"])  # type: ignore[no-any-return]
+
+
+class Watch:
+    """Samples, in a thread until the block ends, the StatefulSet's replicas and the ring
+    ConfigMap (members, version), and at the end of the block asserts that the StatefulSet
+    never had fewer pods than the ring had members (also when the block failed: that is
+    then the first thing to know). Only for shrinks: they take members out of the ring before
+    the StatefulSet loses their pods, so reading the StatefulSet first and the ring second
+    never shows a correct operator with fewer pods than members; an operator that shrank the
+    StatefulSet before the drain was over shows it in some sample."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.samples: list[tuple[float, int, int | None, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.assert_never_fewer_pods_than_members()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                pods = int(kj("get", "statefulset", self.name)["spec"]["replicas"])
+                r = ring_or_none(self.name)
+            except Exception:  # the API server busy for a moment: the next sample counts
+                self._stop.wait(0.2)
+                continue
+            members = None if r is None else len(r["members"])
+            version = None if r is None else int(r["version"])
+            self.samples.append((round(time.monotonic() - t0, 1), pods, members, version))
+            self._stop.wait(0.2)
+
+    def assert_never_fewer_pods_than_members(self) -> None:
+        assert len(self.samples) >= 10, f"too few samples: {self.samples}"
+        short = [s for s in self.samples if s[2] is not None and s[1] < s[2]]
+        assert not short, (f"the StatefulSet had fewer pods than the ring has members "
+                           f"(seconds, pods, members, ring version): {short[:10]}")
+
+    def assert_ring_version_never_below(self, version: int) -> None:
+        low = [s for s in self.samples if s[3] is not None and s[3] < version]
+        assert not low, (f"the ring version went below v{version} "
+                         f"(seconds, pods, members, ring version): {low[:10]}")
 
 
 # -- the resource ------------------------------------------------------------------------------
@@ -194,19 +259,28 @@ def test_hpa_style_write_to_the_scale_subresource(cache: CacheClient,
 
 def test_operator_killed_mid_drain_resumes_and_loses_no_key(
         cache: CacheClient, written: dict[str, str]) -> None:
-    k("scale", f"distcache/{NAME}", "--replicas=3")
-    wait_for("a member leaving in the ring",
-             lambda: any(m["state"] == "leaving" for m in ring(NAME)["members"]), 60,
-             every=0.1)
-    k("delete", "pod", "-l", "app.kubernetes.io/name=distcache-operator", "--force",
-      "--grace-period=0", "--wait=false", namespace=OPERATOR_NS)
-    # Killed mid-drain: the ring still names a leaving member after the kill.
-    assert any(m["state"] == "leaving" for m in ring(NAME)["members"])
-    k("rollout", "status", "deployment/distcache-operator", "--timeout=120s",
-      namespace=OPERATOR_NS, timeout=150)
-    wait_for("3 active members after the operator restart", lambda: settled(NAME, 3), 300,
-             every=1)
+    """5 -> 2 at replicationFactor 2: three members leave, and a key whose two copies are
+    both on them (3 keys in 10) is lost if the StatefulSet shrinks before their drain is over,
+    so an operator that forgot the drain across its restart would show here."""
+    resize(5)
+    more = {f"drain-{i}": f"value-{i}" for i in range(20_000)}  # a drain that takes a while
+    cache.mset(more)
+    with Watch(NAME):  # never fewer pods than members, checked as the block ends
+        k("scale", f"distcache/{NAME}", "--replicas=2")
+        wait_for("members leaving in the ring",
+                 lambda: any(m["state"] == "leaving" for m in ring(NAME)["members"]), 60,
+                 every=0.1)
+        k("delete", "pod", "-l", "app.kubernetes.io/name=distcache-operator", "--force",
+          "--grace-period=0", "--wait=false", namespace=OPERATOR_NS)
+        # Killed mid-drain: the ring still names a leaving member after the kill.
+        assert any(m["state"] == "leaving" for m in ring(NAME)["members"])
+        k("rollout", "status", "deployment/distcache-operator", "--timeout=120s",
+          namespace=OPERATOR_NS, timeout=150)
+        wait_for("2 active members after the operator restart", lambda: settled(NAME, 2), 300,
+                 every=1)
     assert_all_readable(cache, written)
+    assert_all_readable(cache, more)
+    resize(3)  # as the tests after this one expect
 
 
 def test_deleted_pod_is_degraded_meanwhile_refills_and_loses_no_key(
@@ -260,15 +334,42 @@ def test_drift_is_put_back(cache: CacheClient) -> None:
 
 def test_leaving_pod_killed_during_its_drain_loses_no_key(
         cache: CacheClient, written: dict[str, str]) -> None:
-    k("scale", f"distcache/{NAME}", "--replicas=4")
-    wait_for("4 active members", lambda: settled(NAME, 4), 300, every=1)
-    k("scale", f"distcache/{NAME}", "--replicas=3")
-    wait_for("cache-3 leaving", lambda: any(
-        m["id"] == f"{NAME}-3" and m["state"] == "leaving" for m in ring(NAME)["members"]),
-        60, every=0.1)
-    k("delete", "pod", f"{NAME}-3", "--force", "--grace-period=0", "--wait=false")
-    wait_for("3 active members", lambda: settled(NAME, 3), 300, every=1)
+    """5 -> 2 at replicationFactor 2, one of the three leaving pods killed mid-drain: its
+    copies live on, each on another member (a leaving one that goes on draining, or one that
+    stays), so nothing may be lost; an operator that shrank the StatefulSet with members
+    still undrained would lose the keys whose two copies were both on leaving pods."""
+    resize(5)
+    with Watch(NAME):  # never fewer pods than members, checked as the block ends
+        k("scale", f"distcache/{NAME}", "--replicas=2")
+        wait_for("cache-4 leaving", lambda: any(
+            m["id"] == f"{NAME}-4" and m["state"] == "leaving" for m in ring(NAME)["members"]),
+            60, every=0.1)
+        k("delete", "pod", f"{NAME}-4", "--force", "--grace-period=0", "--wait=false")
+        wait_for("2 active members", lambda: settled(NAME, 2), 300, every=1)
     assert_all_readable(cache, written)
+    resize(3)
+
+
+def test_ring_configmap_deleted_by_hand_then_a_shrink_loses_no_key(
+        cache: CacheClient, written: dict[str, str]) -> None:
+    """Issue 14, defect 3. The ring ConfigMap deleted by hand: the pods still run the ring. It
+    was created again at v1 from the StatefulSet, the nodes (at vN) ignored it, and a shrink
+    5 -> 3 'settled' on it in seconds without draining anything (1,909 of 20,000 keys lost on
+    kind). Now it is created again from the newest ring the pods hold, above their version."""
+    resize(5)
+    before = ring(NAME)["version"]
+    with Watch(NAME) as watch:
+        k("delete", "configmap", f"{NAME}-ring")
+        again = wait_for("the ring ConfigMap created again", lambda: ring_or_none(NAME), 60,
+                         every=0.2)
+        k("scale", f"distcache/{NAME}", "--replicas=3")
+        wait_for("3 active members", lambda: settled(NAME, 3), 300, every=1)
+    assert_all_readable(cache, written)
+    watch.assert_ring_version_never_below(before)
+    assert again["version"] > before and len(again["members"]) == 5, again
+    events = k("get", "events", "--field-selector",
+               f"involvedObject.name={NAME},reason=RingRecovered").stdout
+    assert "created again" in events, events
 
 
 def test_capacity_refusal_then_recovery(operator: None) -> None:

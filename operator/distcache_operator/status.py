@@ -62,6 +62,10 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
     members = members_status(dc, obs, pods_ready)
+    for m in members:  # kept in status so a restarted operator goes on counting
+        if (lost_at := action.unreachable_since.get(m["id"])) is not None:
+            m["unreachableSince"] = dt.datetime.fromtimestamp(lost_at, dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
     ready = sum(1 for p in pods_ready.values() if p)
     unreachable = [m["id"] for m in members if obs.statuses.get(m["id"]) is None]
     not_ready = [m["id"] for m in members if not m["ready"]]
@@ -80,6 +84,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         degraded = (True, "ScaleDownRefused", action.reason)
     elif action.kind == "drop_dead":
         degraded = (True, "MemberLost", action.reason)
+    elif action.degraded:
+        degraded = (True, *action.degraded)
     elif tls_problem:
         degraded = (True, "TLSNotLoaded", tls_problem)
     elif (unreachable or not_ready) and creating:
@@ -132,6 +138,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         phase = "Creating"
     else:
         phase = "Running"
+    if action.degraded:  # a join held up past its deadline (steps._stuck)
+        phase = "Degraded"
 
     prev_mig = previous.get("migration") or {}
     keys_moved = sum(int((obs.statuses.get(m) or {}).get("migration", {}).get("keys_moved", 0))
@@ -148,6 +156,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         "started": (prev_mig.get("started") if prev_mig.get("state") == action.migration
                     and prev_mig.get("started") else now) if migrating else None,
         "lastError": error or (action.reason if action.kind in ("refuse", "drop_dead")
+                               else action.degraded[1] if action.degraded
                                else prev_mig.get("lastError")),
     }
     return {

@@ -192,3 +192,46 @@ def test_a_member_that_counts_another_down_is_not_settled() -> None:
     assert Coordinator.pending(doc, {"a": healthy, "b": healthy}) == []
     # Only members of the ring count: a peer that left is no reason to wait.
     assert Coordinator.pending(doc, {"a": blind, "b": healthy}) == ["a: sees b down"]
+
+
+def test_a_member_ahead_of_the_ring_is_a_conflict_not_settled() -> None:
+    """Issue 14, defect 3: a ring store deleted and written again from scratch (v1) under
+    nodes on v9. They ignore the older ring, so 'ring_version >= doc.version' would read as
+    settled and members it names as leaving would be removed undrained."""
+    doc = ring("a", "b", version=1)
+    on_9 = {"ring_version": 9, "migration": {"done": True, "placed_version": 9}}
+    on_1 = {"ring_version": 1, "migration": {"done": True, "placed_version": 1}}
+    assert Coordinator.pending(doc, {"a": on_1, "b": on_1}) == []
+    assert Coordinator.pending(doc, {"a": on_9, "b": on_1}) == [
+        "a: on ring v9, ahead of v1 (conflict)"]
+
+
+async def test_remove_members_never_settles_on_a_ring_the_members_are_ahead_of() -> None:
+    members = {i: FakeMember(i) for i in ("a", "b", "c")}
+    for m in members.values():
+        m.ring_version = m.placed_version = 9  # the nodes run v9; the store was reset to v1
+    store = MemoryRingStore(ring("a", "b", "c", version=1))
+    coordinator = coordinator_for(store, members)
+    coordinator.timeout = 0.05
+    with pytest.raises(coordinator_module.CoordinatorError, match="ahead of"):
+        await coordinator.wait_settled(await store.load())
+
+
+class RingHolder(FakeMember):
+    def __init__(self, member_id: str, doc: RingDoc | None) -> None:
+        super().__init__(member_id)
+        self.doc = doc
+
+    async def get_ring(self) -> dict[str, Any]:
+        if self.doc is None:
+            raise coordinator_module.PeerError(self.id, "unreachable")
+        return self.doc.to_json()
+
+
+async def test_rings_reads_what_each_member_holds() -> None:
+    held = ring("a", "b", version=7)
+    members = {"a": RingHolder("a", held), "b": RingHolder("b", None)}
+    store = MemoryRingStore(None)
+    got = await coordinator_for(store, members).rings(  # type: ignore[arg-type]
+        [Member("a", "http://a:8080"), Member("b", "http://b:8080")])
+    assert got == {"a": held}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from distcache_node.cluster.peers import PeerClient, PeerError
-from distcache_node.cluster.ring import Member, RingDoc
+from distcache_node.cluster.ring import Member, RingDoc, RingError
 
 log = logging.getLogger("distcache.coordinator")
 POLL = 0.1  # seconds between status polls while waiting for a ring to settle
@@ -139,6 +139,18 @@ class Coordinator:
         results = await asyncio.gather(*(one(m) for m in members))
         return {m.id: r for m, r in zip(members, results, strict=True)}
 
+    async def rings(self, members: Sequence[Member]) -> dict[str, RingDoc]:
+        """The ring each member holds (GET /cluster/ring); members that do not answer, or
+        answer with a document that is not a ring, are left out."""
+        async def one(member: Member) -> RingDoc | None:
+            try:
+                return RingDoc.from_json(await self.client_for(member).get_ring())
+            except (PeerError, RingError):
+                return None
+
+        results = await asyncio.gather(*(one(m) for m in members))
+        return {m.id: r for m, r in zip(members, results, strict=True) if r is not None}
+
     @staticmethod
     def pending(doc: RingDoc, statuses: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
         """What keeps `doc` from being settled, one line per member (empty: settled)."""
@@ -151,6 +163,13 @@ class Coordinator:
             migration = status["migration"]
             if status["ring_version"] < doc.version:
                 pending.append(f"{member.id}: on ring v{status['ring_version']}")
+            elif status["ring_version"] > doc.version:
+                # A node on a newer ring than this one ignores it (an older version changes
+                # nothing on a node): `doc` was replaced behind its back (a ring file or
+                # ConfigMap deleted and written again from scratch). A conflict to resolve,
+                # never settled: members that ring leaves out may hold keys never drained.
+                pending.append(f"{member.id}: on ring v{status['ring_version']}, ahead of "
+                               f"v{doc.version} (conflict)")
             elif not migration["done"] or migration["placed_version"] < doc.version:
                 pending.append(f"{member.id}: {migration['keys_remaining']} keys to move "
                                f"({migration.get('reason', '')})")

@@ -28,7 +28,7 @@ from distcache_operator import builders, metrics, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
 from distcache_operator.kubeapi import ApiError
 from distcache_operator.model import DistCache, SpecError
-from distcache_operator.steps import Action, Observed, decide
+from distcache_operator.steps import Action, Observed, decide, join_deadline
 
 log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
@@ -191,11 +191,24 @@ class Reconciler:
                                        f"ring ConfigMap {dc.ring_configmap} is unusable: {exc}")
         sts = await self.api.statefulset_replicas(dc)
         if ring is None:
-            action = decide(dc, Observed(None, sts, {}))
-            assert action.doc is not None
+            # No ConfigMap: a new cache, or one deleted by hand under running pods. Those
+            # still hold the ring (members never drained among them): decide starts the new
+            # one from the newest they hold, above every version they report.
+            pods_now = [Member(dc.member_id(i), dc.member_url(i)) for i in range(sts or 0)]
+            probe = Coordinator(store, lambda m: self._client(c, m))
+            answers = await probe.statuses(pods_now)
+            held = await probe.rings([m for m in pods_now if answers.get(m.id) is not None])
+            action = decide(dc, Observed(None, sts, answers, held=held))
+            if action.doc is None:  # a pod runs a ring not read yet: never create one below
+                log.warning("%s/%s: %s", dc.namespace, dc.name, action.reason)
+                return action.delay
             await store.save(action.doc, None)
-            await self.api.event(dc, "RingCreated", f"ring v{action.doc.version} with "
-                                 f"{len(action.doc.members)} member(s)")
+            if action.event is not None:
+                await self.api.event(dc, *action.event, warning=True)
+                await probe.push(action.doc, action.doc.members)
+            else:
+                await self.api.event(dc, "RingCreated", f"ring v{action.doc.version} with "
+                                     f"{len(action.doc.members)} member(s)")
             ring = action.doc
             force_apply = True
         loop = asyncio.get_running_loop()
@@ -216,18 +229,27 @@ class Reconciler:
             tls_problem, tls_wait = await self._tls_step(
                 dc, c, {dc.member_id(i): statuses.get(dc.member_id(i)) for i in range(sts or 0)})
         mig = previous.get("migration") or {}
+        pods, failing = await self.api.pods(dc)
+        ahead = [ids[m] for m, s in statuses.items()  # their ring is newer than the ConfigMap
+                 if s is not None and s["ring_version"] > ring.version]
         obs = Observed(ring, sts, statuses, transition_since=_parse_time(mig.get("started")),
-                       now=dt.datetime.now(dt.UTC).timestamp())
+                       now=dt.datetime.now(dt.UTC).timestamp(), ready=pods,
+                       unreachable_since={m["id"]: t for m in previous.get("members") or []
+                                          if (t := _parse_time(m.get("unreachableSince")))
+                                          is not None},
+                       held=await coordinator.rings(ahead) if ahead else {},
+                       join_deadline=join_deadline(), last_error=mig.get("lastError"))
         action = decide(dc, obs)
         delay = await self._act(dc, action, ring, store, coordinator, c, sts,
                                 since=obs.transition_since)
+        if action.event is not None:
+            await self.api.event(dc, *action.event, warning=True)
         if tls_wait is not None:
             delay = min(delay, tls_wait)
         if action.kind in ("publish", "remove", "drop_dead", "create_ring") and action.doc:
             obs = Observed(action.doc, sts, statuses, obs.transition_since, obs.now)
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
-        pods, failing = await self.api.pods(dc)
         computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing,
                                   notes=c.notes, tls_problem=tls_problem)
         if failing and c.last_event != ("PodsFailing", str(sorted(failing.items()))):
