@@ -57,6 +57,10 @@ _MOVED = f"sum by ({BY}) (increase(distcache_migration_keys_moved_total[15m]))"
 _OP_RETRY = ("sum by (namespace, job) "
              '(rate(distcache_operator_reconciles_total{outcome="retry"}[15m]))')
 _OP_ALL = "sum by (namespace, job) (rate(distcache_operator_reconciles_total[15m]))"
+# Seconds until the first of a DistCache's CA or certificate expires (the DistCache's own
+# namespace is exported_namespace on the operator's series, renamed on scrape).
+_TLS_LEFT = ("min by (exported_namespace, name, material) "
+             "(distcache_operator_tls_not_after_timestamp_seconds) - time()")
 
 ALERTS = (
     Alert(
@@ -134,6 +138,19 @@ ALERTS = (
         "Over half of the operator's reconcile steps failed for 15 minutes (an API server or "
         "node call failed, retried): scale and drain do not progress. See the operator's log "
         "and the DistCaches' status conditions.",
+        group="distcache-operator",
+    ),
+    Alert(
+        "DistCacheCertificateExpiresSoon",
+        f"{_TLS_LEFT} < 14 * 86400",
+        (_TLS_LEFT,),
+        "1h", "warning",
+        "DistCache {{ $labels.exported_namespace }}/{{ $labels.name }}: TLS {{ $labels.material "
+        "}} expires within 14 days",
+        "The operator renews its own CA and certificates two thirds through their lifetime, "
+        "so this fires only when that failed (see the DistCache's Degraded condition and "
+        "Events) or for a certificate it does not issue (spec.tls.secretName, cert-manager). "
+        "When it expires every handshake between pods, clients and the operator fails.",
         group="distcache-operator",
     ),
 )

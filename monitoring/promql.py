@@ -34,6 +34,7 @@ OPERATOR_METRICS = frozenset({
     "distcache_operator_drain_duration_seconds_bucket",
     "distcache_operator_migration_keys_remaining",
     "distcache_operator_ring_version",
+    "distcache_operator_tls_not_after_timestamp_seconds",
 })
 
 # Series Prometheus makes itself for every target.

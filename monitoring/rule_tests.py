@@ -118,6 +118,17 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[str, list[dict[str, str]
         [("10m", []),
          ("25m", [{"namespace": "distcache-system", "job": "distcache-operator"}])],
     ),
+    "DistCacheCertificateExpiresSoon": (
+        # not_after as Unix time; the test clock starts at 0: 3 days left, then 100 days
+        [series("distcache_operator_tls_not_after_timestamp_seconds",
+                {**OPERATOR, "exported_namespace": "shop", "name": "cache",
+                 "material": "certificate"}, "259200x120"),
+         series("distcache_operator_tls_not_after_timestamp_seconds",
+                {**OPERATOR, "exported_namespace": "shop", "name": "cache",
+                 "material": "ca"}, "8640000x120")],
+        [("30m", []),
+         ("90m", [{"exported_namespace": "shop", "name": "cache", "material": "certificate"}])],
+    ),
 }
 
 _LABEL = re.compile(r"\{\{\s*\$labels\.(\w+)\s*\}\}")

@@ -49,13 +49,15 @@ def build_ring_configmap(dc: DistCache, doc: RingDoc) -> dict[str, Any]:
             "data": {RING_KEY: ring_json(doc)}}
 
 
-def build_secrets(dc: DistCache) -> list[dict[str, Any]]:
-    """The cluster secret (peers authenticate with it; always generated) and, unless
-    spec.auth.apiKeySecretRef names the user's own, a generated API key. Created once: the
-    apply layer never overwrites an existing Secret's data."""
+def build_secrets(dc: DistCache, cluster_secret: str | None = None) -> list[dict[str, Any]]:
+    """The cluster secret (peers authenticate with it) and, unless spec.auth.apiKeySecretRef
+    names the user's own, a generated API key. Created once: the apply layer never
+    overwrites an existing Secret's data. `cluster_secret`: the value the running pods hold
+    (the operator's memory), so a peer Secret deleted by hand comes back the same; None:
+    a new random one (only for a cache that has no pods)."""
     out = [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(dc, dc.cluster_secret),
-            "stringData": {"cluster-secret": secrets.token_urlsafe(32)}}]
+            "stringData": {"cluster-secret": cluster_secret or secrets.token_urlsafe(32)}}]
     if dc.spec.api_key_ref is None:
         ref = dc.api_key_secret
         out.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -81,11 +83,55 @@ def build_client_service(dc: DistCache) -> dict[str, Any]:
                      "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
 
 
+def pdb_max_unavailable(dc: DistCache) -> int:
+    """Every key has R copies on R different pods, so R-1 pods may be evicted at once without
+    losing one (each restarted pod takes its share back from the others). With R=1 each pod
+    holds the only copy of its keys: 0, so a node drain waits until someone raises the
+    replication factor or deletes the pod by hand (the operator warns about it)."""
+    return dc.spec.replication_factor - 1
+
+
 def build_pdb(dc: DistCache) -> dict[str, Any]:
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": _meta(dc, dc.pdb),
-            "spec": {"maxUnavailable": 1,
+            "spec": {"maxUnavailable": pdb_max_unavailable(dc),
                      "selector": {"matchLabels": dict(dc.selector_labels)}}}
+
+
+def build_network_policy(dc: DistCache, operator_namespace: str) -> dict[str, Any]:
+    """Ingress to the cache pods' one port: their own pods (replication, migration,
+    heartbeats), the operator's namespace (it calls /cluster/status and pushes rings) and
+    the clients spec.networkPolicy.clients names (empty: every pod anywhere). Nothing else
+    reaches the pods where NetworkPolicies are enforced. Egress is not restricted: the
+    pods only call each other, and a DNS rule would depend on the cluster's DNS labels."""
+    port = [{"protocol": "TCP", "port": PORT}]
+    peers: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": dict(dc.selector_labels)}},
+        {"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": operator_namespace}}},
+    ]
+    clients = dc.spec.network_policy_clients or [{"namespaceSelector": {}}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(dc, dc.network_policy),
+            "spec": {"podSelector": {"matchLabels": dict(dc.selector_labels)},
+                     "policyTypes": ["Ingress"],
+                     "ingress": [{"from": peers, "ports": port},
+                                 {"from": clients, "ports": port}]}}
+
+
+def default_spread(dc: DistCache) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Where the user gave no affinity and no topology spread: pods preferably on different
+    nodes, and spread over nodes and zones. Preferred, never required: a one-node cluster
+    (kind, a laptop) still runs every pod. The R copies of a key are on R different pods;
+    on different nodes, losing a node loses no key."""
+    match = {"matchLabels": dict(dc.selector_labels)}
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                            "labelSelector": match}}]}}
+    spread = [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+               "labelSelector": match}
+              for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")]
+    return affinity, spread
 
 
 def node_args(dc: DistCache) -> list[str]:
@@ -95,7 +141,7 @@ def node_args(dc: DistCache) -> list[str]:
         f"--port={PORT}",
         "--node-id=$(POD_NAME)",
         f"--advertise-url={dc.scheme}://$(POD_NAME).{dc.peers_service}.$(POD_NAMESPACE)"
-        f".svc.cluster.local:{PORT}",
+        f".svc.{dc.domain}:{PORT}",
         f"--ring-file={RING_DIR}/{RING_KEY}",
         f"--replication={s.replication_factor}",
         f"--max-memory={s.max_memory}",
@@ -166,14 +212,13 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
                                           "readOnly": True})
         pod_spec["volumes"].append({"name": "tls", "secret": {"secretName": dc.tls_secret,
                                                               "defaultMode": 0o440}})
-    if s.affinity:
-        pod_spec["affinity"] = s.affinity
+    affinity, spread = default_spread(dc)
+    pod_spec["affinity"] = s.affinity or affinity
+    pod_spec["topologySpreadConstraints"] = s.topology_spread_constraints or spread
     if s.tolerations:
         pod_spec["tolerations"] = s.tolerations
     if s.node_selector:
         pod_spec["nodeSelector"] = s.node_selector
-    if s.topology_spread_constraints:
-        pod_spec["topologySpreadConstraints"] = s.topology_spread_constraints
     if s.priority_class_name:
         pod_spec["priorityClassName"] = s.priority_class_name
     pod_labels = {**s.pod_labels, **dc.selector_labels}

@@ -42,6 +42,8 @@ _PATHS = {
     ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps/{name}",
     ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets/{name}",
     ("apps/v1", "StatefulSet"): "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+    ("networking.k8s.io/v1", "NetworkPolicy"):
+        "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
     ("policy/v1", "PodDisruptionBudget"):
         "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
     ("cert-manager.io/v1", "Certificate"):
@@ -50,6 +52,7 @@ _PATHS = {
         "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors/{name}",
 }
 SERVED_TTL = 30.0  # seconds an API discovery answer is reused
+SECRET_TTL = 1.0  # seconds a Secret read is reused (one step)
 
 
 def object_path(obj: dict[str, Any]) -> str:
@@ -62,6 +65,9 @@ class Api:
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
         self._served: dict[str, tuple[float, frozenset[str]]] = {}
+        # (uid, reason, message or "" for a Warning) -> the Event's name and count
+        self._events: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
     async def served(self, group_version: str, resource: str) -> bool:
         """Whether the API server serves `resource` in `group_version` (an optional API whose
@@ -87,9 +93,24 @@ class Api:
             if exc.status != 404:
                 raise
 
+    async def _get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret, read once per SECRET_TTL: a step reads the same few Secrets several
+        times (API key, cluster secret, CA, certificate); one GET each is enough, and a
+        change made by someone else is seen by the next step."""
+        now = time.monotonic()
+        seen = self._secrets.get((namespace, name))
+        if seen is None or now - seen[0] > SECRET_TTL:
+            got = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+            seen = self._secrets[(namespace, name)] = (now, got)
+        return seen[1]
+
     async def create_secret_if_missing(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        if await self._get_secret(meta["namespace"], meta["name"]) is not None:
+            return False  # no POST that only answers 409
+        self._secrets.pop((meta["namespace"], meta["name"]), None)
         try:
-            await self.kube.create(f"{_ns(obj['metadata']['namespace'])}/secrets", obj)
+            await self.kube.create(f"{_ns(meta['namespace'])}/secrets", obj)
             return True
         except ApiError as exc:
             if exc.status == 409:
@@ -97,19 +118,20 @@ class Api:
             raise
 
     async def replace_secret(self, obj: dict[str, Any]) -> None:
+        self._secrets.pop((obj["metadata"]["namespace"], obj["metadata"]["name"]), None)
         await self.kube.replace(object_path(obj), obj)
 
     async def read_secret(self, namespace: str, name: str
                           ) -> tuple[dict[str, bytes], dict[str, str]] | None:
         """A Secret's data (decoded) and annotations; None when it does not exist."""
-        secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+        secret = await self._get_secret(namespace, name)
         if secret is None:
             return None
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
         return data, dict(secret["metadata"].get("annotations") or {})
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        secret = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+        secret = await self._get_secret(namespace, name)
         if secret is None:
             raise NotFound(f"Secret {name} not found in namespace {namespace}")
         raw = (secret.get("data") or {}).get(key)
@@ -170,11 +192,31 @@ class Api:
 
     async def event(self, dc: DistCache, reason: str, message: str,
                     warning: bool = False) -> None:
+        """Counted Events, as client-go's recorder does: a Warning is one Event per DistCache
+        and reason, whose count and lastTimestamp grow and which carries the newest message
+        (a crash-looping pod is one PodsFailing Event, not one every few seconds; a refused
+        shrink one ScaleDownRefused with the latest figures); a Normal Event is one per
+        reason and message (each ring change, each Secret created stays in the history).
+        Kept in memory: after an operator restart, or once the API server has expired the
+        Event (1 h), a new one starts."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = (dc.uid, reason, "" if warning else message)
+        seen = self._events.get(key)
+        if seen is not None:
+            name, count = seen
+            try:
+                await self.kube.merge_patch(f"{_ns(dc.namespace)}/events/{name}", {
+                    "message": message[:1000], "count": count + 1, "lastTimestamp": now})
+                self._events[key] = (name, count + 1)
+                return
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.warning("event %s not updated: %s", reason, exc)
+                    return
+        name = f"{dc.name}.{secrets.token_hex(6)}"
         body = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{dc.name}.{secrets.token_hex(6)}",
-                         "namespace": dc.namespace},
+            "metadata": {"name": name, "namespace": dc.namespace},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DistCache",
                                "name": dc.name, "namespace": dc.namespace, "uid": dc.uid},
             "reason": reason, "message": message[:1000],
@@ -184,6 +226,7 @@ class Api:
         }
         try:
             await self.kube.create(f"{_ns(dc.namespace)}/events", body)
+            self._events[key] = (name, 1)
         except ApiError as exc:
             log.warning("event %s not posted: %s", reason, exc)
 

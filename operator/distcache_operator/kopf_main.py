@@ -4,10 +4,17 @@ Every handler runs one re-entrant reconcile step (handlers.Reconciler.run); a ti
 stepping each DistCache while something is in flight (a step says when the next one is
 useful). kopf keeps its own bookkeeping in annotations under distcache.io/ (the status
 schema is structural, so nothing unknown can be written to status).
+
+No finalizer: nothing has to happen before a DistCache goes (owner references delete what
+it owns), and a finalizer would leave its namespace stuck Terminating whenever the operator
+is removed first. kopf puts one on every object that has a timer, so the timer's handler is
+registered without that requirement (`_without_finalizer`); the delete handler is optional.
+A DistCache deleted while its timer runs: the next step finds it gone and stops.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -64,9 +71,28 @@ async def tick(body: kopf.Body, **_: Any) -> None:
     await reconciler().run(body, if_due=True)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def deleted(body: kopf.Body, **_: Any) -> None:
-    await forget(str(body.metadata.uid))  # owner references delete the rest
+def _without_finalizer(fn: Any) -> None:
+    """kopf registers every timer as needing a finalizer (kopf/on.py: requires_finalizer=
+    True, no option; nolar/kopf#1074). Replace that registration with the same handler not
+    needing one. kopf>=1.37,<2 is pinned; tests/unit/operator/test_operator_main.py fails if
+    the registry no longer looks like this."""
+    registry = kopf.get_default_registry()
+    spawning = registry._spawning  # the one place kopf keeps timers (private, pinned)
+    spawning._handlers[:] = [
+        dataclasses.replace(h, requires_finalizer=False) if getattr(h, "fn", None) is fn else h
+        for h in spawning._handlers]
+
+
+_without_finalizer(tick)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def gone(event: kopf.RawEvent, **_: Any) -> None:
+    """Without a finalizer kopf calls no delete handler for sure; the watch's DELETED event
+    is where a DistCache's memory and metric series are dropped."""
+    if event["type"] == "DELETED":
+        meta = event["object"].get("metadata") or {}
+        await forget(str(meta.get("uid")), str(meta.get("namespace")), str(meta.get("name")))
 
 
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "distcache"})

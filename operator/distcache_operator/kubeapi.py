@@ -18,8 +18,27 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
+from prometheus_client import Counter
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+API_REQUESTS = Counter("distcache_operator_api_requests_total",
+                       "Requests to the Kubernetes API server, by HTTP method and resource "
+                       "(secrets, statefulsets, ...; status for a status patch)",
+                       ["method", "resource"])
+
+
+def _resource(path: str) -> str:
+    """The resource a request is about: /api/v1/namespaces/N/secrets/X -> secrets;
+    .../distcaches/X/status -> status; /apis/group/version (discovery) -> discovery."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if "namespaces" in parts:
+        rest = parts[parts.index("namespaces") + 2:]
+        if not rest:
+            return "namespaces"
+        return rest[-1] if len(rest) >= 3 else rest[0]
+    return "discovery" if len(parts) <= 3 else parts[-2] if len(parts) % 2 else parts[-1]
 
 
 class ApiError(Exception):
@@ -122,6 +141,7 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = content_type
             data = orjson.dumps(body)
+        API_REQUESTS.labels(method, _resource(path)).inc()
         async with self.session().request(method, self.creds.server + path, data=data,
                                           headers=headers, params=params) as resp:
             raw = await resp.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -27,6 +28,22 @@ KEYS_REMAINING = Gauge("distcache_operator_migration_keys_remaining",
                        ["namespace", "name"])
 RING_VERSION = Gauge("distcache_operator_ring_version", "Ring version of the DistCache",
                      ["namespace", "name"])
+TLS_NOT_AFTER = Gauge("distcache_operator_tls_not_after_timestamp_seconds",
+                      "When the TLS material the DistCache's pods mount expires (Unix time): "
+                      "material=ca (the first CA of ca.crt to expire) or certificate",
+                      ["namespace", "name", "material"])
+TLS_MATERIALS = ("ca", "certificate")
+
+
+def forget(namespace: str, name: str) -> None:
+    """A deleted DistCache's series go with it (a stale ring version or expiry would look
+    like a live cache on dashboards and in alerts)."""
+    series: list[tuple[Gauge, tuple[str, ...]]] = [
+        (KEYS_REMAINING, (namespace, name)), (RING_VERSION, (namespace, name)),
+        *((TLS_NOT_AFTER, (namespace, name, m)) for m in TLS_MATERIALS)]
+    for gauge, labels in series:
+        with contextlib.suppress(KeyError):  # never exported for this DistCache
+            gauge.remove(*labels)
 
 
 # Every label value the operator can count, exported at 0 from the start. A labelled series

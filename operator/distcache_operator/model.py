@@ -43,8 +43,33 @@ _UNITS = {
 }
 
 
+_DURATION_RE = re.compile(r"^(?:[0-9]+[hms])+$")
+DEFAULT_CA_LIFETIME = 43800 * 3600.0  # 5 years
+DEFAULT_CERTIFICATE_LIFETIME = 8760 * 3600.0  # 1 year
+MIN_CERTIFICATE_LIFETIME = 60.0
+
+
 class SpecError(ValueError):
     """A spec the API server accepted but the operator cannot serve; says what to fix."""
+
+
+def cluster_domain() -> str:
+    """The cluster's DNS domain (kubelet's clusterDomain): pods' and Services' names end in
+    it. An operator setting (the chart's operator.clusterDomain), not a DistCache field: it
+    is the cluster's, the same for every cache."""
+    return os.environ.get("DISTCACHE_OPERATOR_CLUSTER_DOMAIN", "cluster.local").strip(".")
+
+
+def operator_namespace() -> str:
+    """Where the operator runs (its ServiceAccount's namespace): the NetworkPolicy lets it
+    reach the pods. DISTCACHE_OPERATOR_NAMESPACE overrides (an operator run outside)."""
+    if os.environ.get("DISTCACHE_OPERATOR_NAMESPACE"):
+        return os.environ["DISTCACHE_OPERATOR_NAMESPACE"]
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "distcache-system"
+    except OSError:
+        return "distcache-system"
 
 
 def default_image() -> str:
@@ -62,6 +87,16 @@ def parse_quantity(value: Any, what: str = "quantity") -> int:
         raise SpecError(f"{what}: {text!r} is not a quantity (examples: 256Mi, 1Gi, 1048576)")
     number = text[: len(text) - len(match.group(2) or "")]
     return int(float(number) * _UNITS[match.group(2) or ""])
+
+
+def parse_duration(value: Any, what: str) -> float:
+    """A Go-style duration of hours, minutes and seconds ('8760h', '90m', '2h30m') in
+    seconds (the form cert-manager's Certificate durations take)."""
+    text = str(value)
+    if not _DURATION_RE.match(text):
+        raise SpecError(f"{what}: {text!r} is not a duration (examples: 8760h, 90m, 2h30m)")
+    units = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)([hms])", text)))
 
 
 @dataclass(frozen=True)
@@ -92,6 +127,8 @@ class DistCacheSpec:
     rate_limit: float = 0.0
     rate_limit_burst: int = 0
     pdb_enabled: bool = True
+    network_policy_enabled: bool = True
+    network_policy_clients: list[Any] = field(default_factory=list)  # empty: everyone
     termination_grace_period_seconds: int = DEFAULT_GRACE
     affinity: dict[str, Any] | None = None
     tolerations: list[Any] = field(default_factory=list)
@@ -103,6 +140,8 @@ class DistCacheSpec:
     tls_enabled: bool = True
     tls_secret_name: str = ""  # empty: the operator (or cert-manager) issues the certificate
     tls_issuer: IssuerRef | None = None  # cert-manager issues it into <name>-tls
+    tls_ca_lifetime: float = DEFAULT_CA_LIFETIME  # seconds; operator-issued CA
+    tls_certificate_lifetime: float = DEFAULT_CERTIFICATE_LIFETIME  # seconds
     service_monitor: bool = False
     service_monitor_interval: str = "30s"
     service_monitor_labels: dict[str, str] = field(default_factory=dict)
@@ -115,6 +154,7 @@ class DistCache:
     uid: str
     generation: int
     spec: DistCacheSpec
+    domain: str = field(default_factory=cluster_domain)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> DistCache:
@@ -179,6 +219,10 @@ class DistCache:
         return self.name
 
     @property
+    def network_policy(self) -> str:
+        return self.name
+
+    @property
     def selector_labels(self) -> dict[str, str]:
         return {"app.kubernetes.io/name": "distcache", "app.kubernetes.io/instance": self.name}
 
@@ -195,7 +239,7 @@ class DistCache:
 
     def member_url(self, ordinal: int) -> str:
         return (f"{self.scheme}://{self.member_id(ordinal)}.{self.peers_service}.{self.namespace}"
-                f".svc.cluster.local:{PORT}")
+                f".svc.{self.domain}:{PORT}")
 
     @staticmethod
     def ordinal(member_id: str) -> int:
@@ -256,9 +300,20 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
             raise SpecError(f"spec.tls.issuerRef.kind must be Issuer or ClusterIssuer, "
                             f"not {kind!r}")
         issuer = IssuerRef(str(ref["name"]), kind, str(ref.get("group") or "cert-manager.io"))
+    ca_lifetime = parse_duration(tls.get("caLifetime") or "43800h", "spec.tls.caLifetime")
+    cert_lifetime = parse_duration(tls.get("certificateLifetime") or "8760h",
+                                   "spec.tls.certificateLifetime")
+    if cert_lifetime < MIN_CERTIFICATE_LIFETIME:
+        raise SpecError("spec.tls.certificateLifetime must be at least 60s")
+    if cert_lifetime > ca_lifetime:
+        # The CA is renewed a third before its end; a certificate longer than the CA would
+        # be cut at the CA's expiry and renewed again and again.
+        raise SpecError(f"spec.tls.certificateLifetime ({tls.get('certificateLifetime')}) must "
+                        f"not exceed spec.tls.caLifetime ({tls.get('caLifetime')})")
     monitor = (spec.get("metrics") or {}).get("serviceMonitor") or {}
     rate = spec.get("rateLimit") or {}
     pdb = spec.get("podDisruptionBudget") or {}
+    netpol = spec.get("networkPolicy") or {}
     return DistCacheSpec(
         replicas=replicas,
         image=str(spec.get("image") or ""),
@@ -271,6 +326,8 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         rate_limit=float(rate.get("requestsPerSecond") or 0),
         rate_limit_burst=int(rate.get("burst") or 0),
         pdb_enabled=bool(pdb.get("enabled", True)),
+        network_policy_enabled=bool(netpol.get("enabled", True)),
+        network_policy_clients=list(netpol.get("clients") or []),
         termination_grace_period_seconds=_int(spec, "terminationGracePeriodSeconds",
                                               DEFAULT_GRACE, 1),
         affinity=spec.get("affinity"),
@@ -283,6 +340,8 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         tls_enabled=bool(tls.get("enabled", True)),
         tls_secret_name=str(tls.get("secretName") or ""),
         tls_issuer=issuer,
+        tls_ca_lifetime=ca_lifetime,
+        tls_certificate_lifetime=cert_lifetime,
         service_monitor=bool(monitor.get("enabled", False)),
         service_monitor_interval=str(monitor.get("interval") or "30s"),
         service_monitor_labels={str(k): str(v) for k, v in

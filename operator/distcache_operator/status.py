@@ -51,13 +51,15 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
 def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
             previous: Mapping[str, Any], error: str | None = None,
             pod_problems: Mapping[str, str] | None = None,
-            notes: Sequence[str] = (), tls_problem: str | None = None) -> dict[str, Any]:
+            notes: Sequence[str] = (), tls_problem: str | None = None,
+            tls_invalid: str | None = None) -> dict[str, Any]:
     """The whole status (merge-patched over the old one). `error`: a problem the user must
     fix (missing Secret, bad spec) found before or while acting; `pod_problems`: pods whose
     container cannot run (bad image, crash loop), by name; `notes`: what is not there but
     does not degrade the cache (a ServiceMonitor whose API is not served), appended to the
     Available message; `tls_problem`: pods that have not loaded a step of a move to a new CA
-    within the operator's patience (the move waits for them)."""
+    within the operator's patience (the move waits for them); `tls_invalid`: a CA or
+    certificate the operator cannot use (the pods go on with what they mount)."""
     gen = dc.generation
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
@@ -86,6 +88,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         degraded = (True, "MemberLost", action.reason)
     elif action.degraded:
         degraded = (True, *action.degraded)
+    elif tls_invalid:
+        degraded = (True, "TLSInvalid", tls_invalid)
     elif tls_problem:
         degraded = (True, "TLSNotLoaded", tls_problem)
     elif (unreachable or not_ready) and creating:
@@ -126,7 +130,8 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         condition("Degraded", degraded[0], degraded[1], degraded[2], gen, prev_conditions, now),
         condition("Migrating", mig[0], mig[1], mig[2], gen, prev_conditions, now),
     ]
-    if error or pod_problems or tls_problem or action.kind in ("refuse", "drop_dead"):
+    if error or pod_problems or tls_problem or tls_invalid \
+            or action.kind in ("refuse", "drop_dead"):
         phase = "Degraded"
     elif migrating:
         phase = "Migrating"

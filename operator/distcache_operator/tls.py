@@ -1,7 +1,12 @@
 """Certificates the operator issues itself (spec.tls.enabled without spec.tls.secretName): a
 private CA per DistCache (Secret <name>-ca) and one node certificate (Secret <name>-tls:
 tls.crt, tls.key, ca.crt) valid for every pod's peer name, the client Service and loopback
-(kubectl port-forward). Made with the node's own `cryptography` helpers; valid one year.
+(kubectl port-forward). Made with the node's own `cryptography` helpers; lifetimes from
+spec.tls.caLifetime (5 years) and spec.tls.certificateLifetime (1 year), each renewed two
+thirds through (renew_before): a certificate from the same CA in one Secret update, a CA by
+the three-step move below (the operator replaces <name>-ca with a new CA, which starts it).
+A CA the user put into <name>-ca may be RSA or EC; one that cannot be read or used raises
+TLSMaterialError (the operator reports it as Degraded and goes on with the rest).
 
 Rotation never restarts a pod: the nodes load a certificate and CA again when the mounted
 Secret changes (node/distcache_node/tlsreload.py). `plan` decides the next Secret content:
@@ -41,8 +46,57 @@ from distcache_operator.model import DistCache
 def hosts(dc: DistCache) -> tuple[str, ...]:
     peers = f"{dc.peers_service}.{dc.namespace}.svc"
     client = f"{dc.client_service}.{dc.namespace}.svc"
-    return (f"*.{peers}.cluster.local", f"*.{peers}", f"{client}.cluster.local", client,
+    return (f"*.{peers}.{dc.domain}", f"*.{peers}", f"{client}.{dc.domain}", client,
             dc.client_service, "localhost", "127.0.0.1")
+
+
+class TLSMaterialError(ValueError):
+    """A CA or certificate that cannot be read or used (malformed, an unsupported key type,
+    a key that does not match): the user must replace it; says which and why."""
+
+
+def renew_before(lifetime_seconds: float) -> datetime.timedelta:
+    """Renew two thirds through a lifetime (cert-manager's default too)."""
+    return datetime.timedelta(seconds=lifetime_seconds / 3)
+
+
+def not_after(pem: bytes, what: str) -> datetime.datetime:
+    """The earliest expiry of the certificates in `pem` (a CA bundle: the one that expires
+    first is the one to watch)."""
+    try:
+        certs = split_pem(pem)
+    except ValueError as exc:
+        raise TLSMaterialError(f"{what} is not a PEM certificate: {exc}") from None
+    if not certs:
+        raise TLSMaterialError(f"{what} holds no certificate")
+    return min(c.not_valid_after_utc for c in certs)
+
+
+def check_ca(dc: DistCache, ca_crt: bytes, ca_key: bytes) -> None:
+    """The CA in <name>-ca can sign: a certificate and its own key, RSA or EC. Checked at
+    every step, so a bad replacement is reported now, not at the next renewal."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        cert = x509.load_pem_x509_certificate(ca_crt)
+        key = serialization.load_pem_private_key(ca_key, None)
+    except (ValueError, TypeError) as exc:
+        raise TLSMaterialError(f"Secret {dc.ca_secret} does not hold a PEM CA certificate "
+                               f"and key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TLSMaterialError(f"Secret {dc.ca_secret}: a {type(key).__name__} key cannot "
+                               "sign node certificates (RSA or EC)")
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+        raise TLSMaterialError(f"Secret {dc.ca_secret}: ca.key is not the key of ca.crt")
+
+
+def ca_due(dc: DistCache, ca_crt: bytes, now: datetime.datetime | None = None) -> bool:
+    """The operator's CA is two thirds through its lifetime: time to move to a new one."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return not_after(ca_crt, f"Secret {dc.ca_secret} ca.crt") - now < renew_before(
+        dc.spec.tls_ca_lifetime)
 
 
 def _secret(dc: DistCache, name: str, files: dict[str, bytes], kind: str) -> dict[str, Any]:
@@ -59,7 +113,8 @@ def expires_within(cert_pem: bytes, margin: datetime.timedelta,
 
 def issue_ca(dc: DistCache) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = make_ca(Path(tmp), f"DistCache {dc.namespace}/{dc.name} CA")
+        cert, key = make_ca(Path(tmp), f"DistCache {dc.namespace}/{dc.name} CA",
+                            datetime.timedelta(seconds=dc.spec.tls_ca_lifetime))
         return _secret(dc, dc.ca_secret, {"ca.crt": cert.read_bytes(),
                                           "ca.key": key.read_bytes()}, "Opaque")
 
@@ -70,7 +125,12 @@ def issue_node_cert(dc: DistCache, ca_crt: bytes, ca_key: bytes) -> dict[str, An
         ca_dir.mkdir()
         (ca_dir / "ca.pem").write_bytes(ca_crt)
         (ca_dir / "ca.key").write_bytes(ca_key)
-        cert, key = make_cert(Path(tmp) / "node", "node", ca_dir, hosts(dc))
+        try:
+            cert, key = make_cert(Path(tmp) / "node", "node", ca_dir, hosts(dc),
+                                  datetime.timedelta(seconds=dc.spec.tls_certificate_lifetime))
+        except ValueError as exc:
+            raise TLSMaterialError(f"cannot issue a certificate from the CA in Secret "
+                                   f"{dc.ca_secret}: {exc}") from None
         return _secret(dc, dc.tls_secret, {"tls.crt": cert.read_bytes(),
                                            "tls.key": key.read_bytes(), "ca.crt": ca_crt},
                        "kubernetes.io/tls")
@@ -175,9 +235,13 @@ def plan(dc: DistCache, current: Mapping[str, bytes], annotations: Mapping[str, 
     least `settle` after the one before and once every pod has loaded that one; past
     `patience` the wait is `overdue`. Pure but for issuing keys."""
     now = now or datetime.datetime.now(datetime.UTC)
-    ca = x509.load_pem_x509_certificate(ca_crt)
-    bundle = split_pem(current.get("ca.crt", b""))
-    cert = x509.load_pem_x509_certificate(current["tls.crt"])
+    try:
+        ca = x509.load_pem_x509_certificate(ca_crt)
+        bundle = split_pem(current.get("ca.crt", b""))
+        cert = x509.load_pem_x509_certificate(current["tls.crt"])
+    except ValueError as exc:
+        raise TLSMaterialError(f"the CA in Secret {dc.ca_secret} or the certificate in "
+                               f"{dc.tls_secret} cannot be read: {exc}") from None
     since = _since(annotations)
 
     def wait(trust: list[str] | None = None, served: str | None = None) -> Step | None:

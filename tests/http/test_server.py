@@ -718,8 +718,8 @@ def test_status_reports_the_loaded_tls_material_and_follows_a_reload(
     """/status and /cluster/status say which certificate the node serves and which CAs it
     trusts, by SHA-256 of the DER, and follow the files as a move to a new CA replaces
     them (the operator's three steps): trust extended, certificate from the new CA, old CA
-    dropped from the file (still trusted by the running process: a trust store only
-    grows)."""
+    dropped from the file (and from the node's trust: each reload builds it anew from the
+    file)."""
     import hashlib
 
     import jsonschema_rs

@@ -22,6 +22,11 @@ def main() -> None:
     rng = random.Random(8)
     version = 1
     metrics.ACTIONS.labels("create_ring").inc()
+    # The TLS material's expiry, as _tls_expiry sets it for an operator-issued CA (5 years)
+    # and certificate (1 year).
+    now = time.time()
+    metrics.TLS_NOT_AFTER.labels("shop", "sessions", "ca").set(now + 5 * 365 * 86400)
+    metrics.TLS_NOT_AFTER.labels("shop", "sessions", "certificate").set(now + 365 * 86400)
     while True:
         for phase in ("scale up", "drain", "settled"):
             if phase == "scale up":

@@ -1,4 +1,8 @@
-"""A private CA and certificates for mutual TLS between nodes, made with `cryptography`."""
+"""A private CA and certificates for mutual TLS between nodes, made with `cryptography`.
+
+New keys are EC P-256. A CA may also be one the user brings (the operator issues node
+certificates from the CA in a <name>-ca Secret): RSA or EC; anything else, or a PEM that
+does not parse, raises ValueError saying so. A certificate never outlives its CA."""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALID_DAYS = 365
+VALID_DAYS = 365  # certificates
+CA_VALID_DAYS = 5 * 365
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -28,8 +33,10 @@ def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) 
     key_path.chmod(0o600)
 
 
-def make_ca(directory: Path, name: str = "DistCache local CA") -> tuple[Path, Path]:
+def make_ca(directory: Path, name: str = "DistCache local CA",
+            valid_for: datetime.timedelta | None = None) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    valid_for = valid_for or datetime.timedelta(days=CA_VALID_DAYS)
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -38,7 +45,7 @@ def make_ca(directory: Path, name: str = "DistCache local CA") -> tuple[Path, Pa
         .subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_after(now + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
@@ -53,11 +60,22 @@ def make_ca(directory: Path, name: str = "DistCache local CA") -> tuple[Path, Pa
 def make_cert(
     directory: Path, name: str, ca_dir: Path,
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
+    valid_for: datetime.timedelta | None = None,
 ) -> tuple[Path, Path]:
-    """A certificate for both sides of mutual TLS (server and client auth)."""
-    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
-    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    """A certificate for both sides of mutual TLS (server and client auth), valid for
+    `valid_for` (VALID_DAYS) but never past its CA's own expiry."""
+    try:
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the CA certificate or key is not a PEM this can read: {exc}") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"the CA key is {type(ca_key).__name__}: only RSA and EC CAs can sign")
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if ca_key.public_key().public_bytes(serialization.Encoding.DER, spki) != \
+            ca_cert.public_key().public_bytes(serialization.Encoding.DER, spki):
+        raise ValueError("the CA key does not belong to the CA certificate")
+    valid_for = valid_for or datetime.timedelta(days=VALID_DAYS)
     key = _key()
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -72,7 +90,7 @@ def make_cert(
         .issuer_name(ca_cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_after(min(now + valid_for, ca_cert.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(

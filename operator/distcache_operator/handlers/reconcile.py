@@ -27,14 +27,13 @@ from distcache_node.cluster.ring import Member, RingDoc, RingError
 from distcache_operator import builders, metrics, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
 from distcache_operator.kubeapi import ApiError
-from distcache_operator.model import DistCache, SpecError
+from distcache_operator.model import DistCache, SpecError, operator_namespace
 from distcache_operator.steps import Action, Observed, decide, join_deadline
 
 log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
 CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
-RENEW_BEFORE = dt.timedelta(days=30)  # the operator's own certificate is renewed this early
 PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
 # A move to a new CA takes each step once every pod reports it has loaded the one before
 # (kubelet updates a mounted Secret within about a minute, its sync period plus its cache;
@@ -75,6 +74,7 @@ class _Cache:
     last_event: tuple[str, str] | None = None
     tls_event: str | None = None  # the last TLSNotLoaded Event's message
     tls_waiting: tuple[str, ...] = ()  # the pods a CA move step waited for, last logged
+    warned: set[str] = field(default_factory=set)  # one-off warnings already given
 
 
 _caches: dict[str, _Cache] = {}
@@ -92,10 +92,14 @@ def poke(namespace: str, name: str) -> None:
         _caches[uid].due = 0.0
 
 
-async def forget(uid: str) -> None:
+async def forget(uid: str, namespace: str, name: str) -> None:
+    """A DistCache is gone: its memory, its session and its metric series with it."""
     c = _caches.pop(uid, None)
     if c is not None and c.session is not None:
         await c.session.close()
+    if _uids.get((namespace, name)) == uid:
+        del _uids[(namespace, name)]
+    metrics.forget(namespace, name)
 
 
 def _parse_time(text: str | None) -> float | None:
@@ -151,11 +155,31 @@ class Reconciler:
             dc = DistCache.from_body(body)
         except SpecError as exc:
             return await self._invalid(body, previous, str(exc))
-        # Secrets first: the pods need them, the operator needs the cluster secret.
-        for generated in builders.build_secrets(dc):
+        # Secrets first: the pods need them, the operator needs the cluster secret. A peer
+        # Secret deleted under running pods comes back with the value they hold (this
+        # operator's memory), never a new one: every pod would refuse the operator and new
+        # pods would refuse the old ones.
+        known = c.secret[0] if c.secret else None
+        peer_lost = await self.api.read_secret(dc.namespace, dc.cluster_secret) is None
+        if peer_lost and known is None and (await self.api.statefulset_replicas(dc) or 0) > 0:
+            pod = dc.member_id(0)
+            return await self._problem(
+                dc, previous, c, "PeerSecretLost",
+                f"Secret {dc.cluster_secret} is gone while the pods run with its value, and "
+                "this operator (restarted since) does not know it; a new one would cut the "
+                "pods off from each other. Restore it: kubectl -n "
+                f"{dc.namespace} create secret generic {dc.cluster_secret} "
+                f"--from-literal=cluster-secret=\"$(kubectl -n {dc.namespace} exec {pod} -- "
+                "printenv DISTCACHE_CLUSTER_SECRET)\"")
+        for generated in builders.build_secrets(dc, known):
             if await self.api.create_secret_if_missing(generated):
-                await self.api.event(dc, "SecretCreated", f"generated Secret "
-                                     f"{generated['metadata']['name']}")
+                name = generated["metadata"]["name"]
+                if name == dc.cluster_secret and known is not None:
+                    await self.api.event(dc, "PeerSecretRestored", f"Secret {name} was "
+                                         "deleted: re-created with the value the pods hold",
+                                         warning=True)
+                else:
+                    await self.api.event(dc, "SecretCreated", f"generated Secret {name}")
         try:
             ref = dc.api_key_secret
             await self.api.read_secret_key(dc.namespace, ref.name, ref.key)
@@ -166,6 +190,8 @@ class Reconciler:
                                        f"{exc}: create it (spec.auth.apiKeySecretRef) or "
                                        "remove the reference to let the operator generate one")
         ca_pem: str | None = None
+        tls_invalid: str | None = None
+        tls_status: dict[str, str] = {}
         if dc.spec.tls_enabled:
             try:
                 if dc.spec.tls_issuer is not None:
@@ -178,6 +204,15 @@ class Reconciler:
                                            f"{exc}: spec.tls.secretName must name a Secret "
                                            "with tls.crt, tls.key and ca.crt (or leave it "
                                            "empty to let the operator issue certificates)")
+            except tls.TLSMaterialError as exc:
+                # A CA the operator cannot use (malformed, an unsupported key): the pods keep
+                # what they mount, and membership goes on with it; Degraded says what to fix.
+                tls_invalid = f"{exc}: replace it with an RSA or EC CA (PEM)"
+                await self._tls_event(dc, c, "TLSInvalid", tls_invalid)
+                ca_pem = await self._mounted_ca(dc)
+                if ca_pem is None:
+                    return await self._problem(dc, previous, c, "TLSInvalid", tls_invalid)
+            tls_status = await self._tls_expiry(dc)
         if c.secret != (secret, ca_pem):
             if c.session is not None:
                 await c.session.close()
@@ -225,9 +260,15 @@ class Reconciler:
                                                    "joining"))
         statuses = await coordinator.statuses(list(ids.values()))
         tls_problem, tls_wait = None, None
-        if dc.spec.tls_enabled and not dc.spec.tls_secret_name and dc.spec.tls_issuer is None:
-            tls_problem, tls_wait = await self._tls_step(
-                dc, c, {dc.member_id(i): statuses.get(dc.member_id(i)) for i in range(sts or 0)})
+        if dc.spec.tls_enabled and not dc.spec.tls_secret_name and dc.spec.tls_issuer is None \
+                and tls_invalid is None:
+            try:
+                tls_problem, tls_wait = await self._tls_step(
+                    dc, c, {dc.member_id(i): statuses.get(dc.member_id(i))
+                            for i in range(sts or 0)})
+            except tls.TLSMaterialError as exc:
+                tls_invalid = f"{exc}: replace it with an RSA or EC CA (PEM)"
+                await self._tls_event(dc, c, "TLSInvalid", tls_invalid)
         mig = previous.get("migration") or {}
         pods, failing = await self.api.pods(dc)
         ahead = [ids[m] for m, s in statuses.items()  # their ring is newer than the ConfigMap
@@ -251,7 +292,10 @@ class Reconciler:
         elif action.kind == "scale" and action.replicas is not None:
             obs = Observed(ring, action.replicas, statuses, obs.transition_since, obs.now)
         computed = status.compute(dc, obs, action, pods, previous, pod_problems=failing,
-                                  notes=c.notes, tls_problem=tls_problem)
+                                  notes=c.notes, tls_problem=tls_problem,
+                                  tls_invalid=tls_invalid)
+        if tls_status or tls_invalid:
+            computed["tls"] = {**tls_status, "error": tls_invalid or ""}
         if failing and c.last_event != ("PodsFailing", str(sorted(failing.items()))):
             c.last_event = ("PodsFailing", str(sorted(failing.items())))
             await self.api.event(dc, "PodsFailing", computed["conditions"][2]["message"],
@@ -279,7 +323,21 @@ class Reconciler:
                     await self.api.event(dc, "SecretCreated", f"issued CA {dc.ca_secret}")
                 ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
                 ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
+            tls.check_ca(dc, ca_crt.encode(), ca_key.encode())
             current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+            moving = current is not None and len(tls.split_pem(current[0].get("ca.crt", b""))) > 1
+            if tls.ca_due(dc, ca_crt.encode()) and not moving:
+                # Two thirds through the CA's life: a new CA, which starts the three-step move
+                # (_tls_step): both trusted, a certificate from the new one, the old dropped.
+                # Nothing is due again until the new CA is two thirds through in turn.
+                expiring = tls.not_after(ca_crt.encode(), f"Secret {dc.ca_secret}")
+                ca = tls.issue_ca(dc)
+                await self.api.replace_secret(ca)
+                await self.api.event(dc, "CARenewed", f"{dc.ca_secret}: a new CA (the old one "
+                                     f"expires {expiring:%Y-%m-%dT%H:%M:%SZ}); the pods move "
+                                     "to it in three steps without a restart")
+                ca_crt = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.crt")
+                ca_key = await self.api.read_secret_key(dc.namespace, dc.ca_secret, "ca.key")
             if current is None or "tls.crt" not in current[0]:
                 cert = tls.issue_node_cert(dc, ca_crt.encode(), ca_key.encode())
                 if await self.api.create_secret_if_missing(cert):
@@ -308,7 +366,8 @@ class Reconciler:
         if current is None or "tls.crt" not in current[0]:
             return None, None
         step = tls.plan(dc, current[0], current[1], ca_crt.encode(), ca_key.encode(),
-                        RENEW_BEFORE, loaded, tls_patience(), tls_settle())
+                        tls.renew_before(dc.spec.tls_certificate_lifetime), loaded,
+                        tls_patience(), tls_settle())
         if step.secret is not None:
             await self.api.replace_secret(step.secret)
             await self.api.event(dc, step.reason, step.message)
@@ -335,6 +394,40 @@ class Reconciler:
             await self.api.event(dc, "TLSNotLoaded", message, warning=True)
             log.warning("%s/%s: %s", dc.namespace, dc.name, message)
         return message, TLS_WAIT_POLL
+
+    async def _mounted_ca(self, dc: DistCache) -> str | None:
+        """The CA bundle the pods mount now (to keep talking to them while the operator's
+        own TLS work is stuck on a bad CA); None when there is none."""
+        current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+        bundle = (current[0].get("ca.crt") if current else None) or b""
+        try:
+            return bundle.decode() if tls.split_pem(bundle) else None
+        except ValueError:
+            return None
+
+    async def _tls_expiry(self, dc: DistCache) -> dict[str, str]:
+        """When the mounted CA bundle and certificate expire: for status.tls and the
+        distcache_operator_tls_not_after_timestamp_seconds metric (an alert watches it)."""
+        current = await self.api.read_secret(dc.namespace, dc.tls_secret)
+        out: dict[str, str] = {}
+        if current is None:
+            return out
+        for material, key, field_name in (("ca", "ca.crt", "caNotAfter"),
+                                          ("certificate", "tls.crt", "certificateNotAfter")):
+            try:
+                when = tls.not_after(current[0].get(key, b""), f"{dc.tls_secret} {key}")
+            except tls.TLSMaterialError:
+                continue
+            out[field_name] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            metrics.TLS_NOT_AFTER.labels(dc.namespace, dc.name, material).set(
+                when.timestamp())
+        return out
+
+    async def _tls_event(self, dc: DistCache, c: _Cache, reason: str, message: str) -> None:
+        if c.tls_event != message:
+            c.tls_event = message
+            await self.api.event(dc, reason, message, warning=True)
+            log.warning("%s/%s: %s", dc.namespace, dc.name, message)
 
     async def _cert_manager(self, dc: DistCache) -> tuple[str, str] | None:
         """spec.tls.issuerRef: the Certificate applied; (reason, message) while its Secret is
@@ -432,8 +525,21 @@ class Reconciler:
         await self.api.apply(builders.build_client_service(dc))
         if dc.spec.pdb_enabled:
             await self.api.apply(builders.build_pdb(dc))
+            c = cache_for(dc.uid)
+            if builders.pdb_max_unavailable(dc) == 0 and "pdb-r1" not in c.warned:
+                c.warned.add("pdb-r1")
+                await self.api.event(
+                    dc, "EvictionsBlocked", "replicationFactor 1: each pod holds the only "
+                    "copy of its keys, so the PodDisruptionBudget allows no eviction (a node "
+                    "drain waits). Raise replicationFactor to 2 to let pods move without "
+                    "losing keys", warning=True)
         else:
             await self.api.delete(builders.build_pdb(dc))
+        policy = builders.build_network_policy(dc, operator_namespace())
+        if dc.spec.network_policy_enabled:
+            await self.api.apply(policy)
+        else:
+            await self.api.delete(policy)
         await self.api.apply(builders.build_statefulset(dc, replicas))
         await self._monitoring(dc, cache_for(dc.uid))
 

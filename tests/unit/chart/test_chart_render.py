@@ -145,7 +145,8 @@ def test_rbac_grants_no_wildcards_and_no_deletes_beyond_pdbs(helm: str) -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         if "delete" in rule["verbs"]:  # only what a spec switch turns off
-            assert rule["resources"] in (["poddisruptionbudgets"], ["servicemonitors"]), rule
+            assert rule["resources"] in (["poddisruptionbudgets"], ["servicemonitors"],
+                                         ["networkpolicies"]), rule
     assert not any("customresourcedefinitions" in r["resources"] for r in rules)
 
 

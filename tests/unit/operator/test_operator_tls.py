@@ -116,7 +116,7 @@ def test_a_new_ca_moves_in_three_steps_each_once_every_pod_has_the_last(make_dc)
     f3 = _files(s3.secret)
     assert f3["ca.crt"] == new["ca.crt"] and f3["tls.crt"] == f2["tls.crt"]
     assert "annotations" not in s3.secret["metadata"]
-    # A pod keeps the old CA in its trust store (nodes never drop one): nothing to wait for.
+    # A pod that still reports the old CA as well is not waited for: step 3 needs nothing back.
     assert plan(f3, {}, _pods(f3["tls.crt"], f1["ca.crt"]), soon).secret is None
     assert plan(f3, {}, None, soon).secret is None
 
