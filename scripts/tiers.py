@@ -79,7 +79,9 @@ def run_step(argv: list[str], what: str, capture: bool = False) -> str:
                           stderr=subprocess.PIPE)
     sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
-        last = [line for line in proc.stderr.splitlines() if line.strip()][-3:]
+        # Its own words, not the progress lines the scripts log ("== [time] ...").
+        last = [line for line in proc.stderr.splitlines()
+                if line.strip() and not line.startswith("== [")][-3:]
         raise Unmet(f"{what}: {' / '.join(last) or f'exit {proc.returncode}'}")
     return proc.stdout or ""
 
