@@ -5,6 +5,7 @@ module name `conftest` would mean whichever pytest imported last."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -136,3 +137,37 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: st
             return value
         assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s (last: {value!r})"
         await asyncio.sleep(interval)
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+def handshake(client: ssl.SSLContext, server: ssl.SSLContext,
+              hostname: str = "localhost") -> dict[str, object] | str:
+    """The server's view of the client certificate after a handshake (an empty dict when
+    none was sent), or why the handshake failed."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    cli = client.wrap_bio(c_in, c_out, server_hostname=hostname)
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"c": False, "s": False}
+    try:
+        for _ in range(20):
+            for name, obj in (("c", cli), ("s", srv)):
+                if not done[name]:
+                    try:
+                        obj.do_handshake()
+                        done[name] = True
+                    except ssl.SSLWantReadError:
+                        pass
+            s_in.write(c_out.read())
+            c_in.write(s_out.read())
+            if all(done.values()):
+                # TLS 1.3: the server judges the client certificate after the client is done;
+                # a read on each side makes any alert arrive.
+                for obj, inp, out in ((srv, c_out, s_in), (cli, s_out, c_in)):
+                    out.write(inp.read())
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        obj.read(1)
+                return srv.getpeercert() or {}
+    except ssl.SSLError as exc:
+        return f"refused: {exc.reason}"
+    return "no handshake"

@@ -113,7 +113,11 @@ def expires_within(cert_pem: bytes, margin: datetime.timedelta,
 
 def issue_ca(dc: DistCache) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = make_ca(Path(tmp), f"DistCache {dc.namespace}/{dc.name} CA",
+        # A name of its own per CA (the issue time in it): during a move two CAs are trusted
+        # at once, and clients that look issuers up by name alone must not confuse them.
+        issued = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = f"DistCache CA {issued} {dc.namespace}/{dc.name}"[:64]  # CN: at most 64
+        cert, key = make_ca(Path(tmp), name,
                             datetime.timedelta(seconds=dc.spec.tls_ca_lifetime))
         return _secret(dc, dc.ca_secret, {"ca.crt": cert.read_bytes(),
                                           "ca.key": key.read_bytes()}, "Opaque")

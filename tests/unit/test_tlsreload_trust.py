@@ -5,7 +5,6 @@ asyncio and uvloop do per connection): no sockets."""
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 from pathlib import Path
 
@@ -14,38 +13,7 @@ from distcache_node.config import NodeConfig
 from distcache_node.local import certs
 from distcache_node.serve import server_ssl_context
 from distcache_node.tlsreload import CertReloader, cert_fingerprint
-
-
-def handshake(client: ssl.SSLContext, server: ssl.SSLContext,
-              hostname: str = "localhost") -> dict[str, object] | str:
-    """The server's view of the client certificate after a handshake (an empty dict when
-    none was sent), or why the handshake failed."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    cli = client.wrap_bio(c_in, c_out, server_hostname=hostname)
-    srv = server.wrap_bio(s_in, s_out, server_side=True)
-    done = {"c": False, "s": False}
-    try:
-        for _ in range(20):
-            for name, obj in (("c", cli), ("s", srv)):
-                if not done[name]:
-                    try:
-                        obj.do_handshake()
-                        done[name] = True
-                    except ssl.SSLWantReadError:
-                        pass
-            s_in.write(c_out.read())
-            c_in.write(s_out.read())
-            if all(done.values()):
-                # TLS 1.3: the server judges the client certificate after the client is done;
-                # a read on each side makes any alert arrive.
-                for obj, inp, out in ((srv, c_out, s_in), (cli, s_out, c_in)):
-                    out.write(inp.read())
-                    with contextlib.suppress(ssl.SSLWantReadError):
-                        obj.read(1)
-                return srv.getpeercert() or {}
-    except ssl.SSLError as exc:
-        return f"refused: {exc.reason}"
-    return "no handshake"
+from support import handshake
 
 
 def accepted(result: dict[str, object] | str) -> bool:

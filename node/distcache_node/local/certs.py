@@ -47,6 +47,11 @@ def make_ca(directory: Path, name: str = "DistCache local CA",
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # Key identifiers: while a move to a new CA trusts two CAs, OpenSSL finds a
+        # certificate's issuer by name and then by these; without them it may pick the other
+        # CA and fail with "certificate signature failure".
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
         .add_extension(x509.KeyUsage(
             digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
             key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -92,6 +97,10 @@ def make_cert(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(min(now + valid_for, ca_cert.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca_key.public_key()), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(
             [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)

@@ -178,3 +178,29 @@ def test_network_policy_lets_peers_the_operator_and_clients_in(make_dc) -> None:
     only = [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}]
     spec = build_network_policy(make_dc(networkPolicy={"clients": only}), "ops")["spec"]
     assert spec["ingress"][1]["from"] == only
+
+
+def test_during_a_ca_move_both_cas_verify_their_own_certificates(make_dc, tmp_path) -> None:
+    """Step 1 of a move trusts the old and the new CA at once. Two CAs of one DistCache had
+    the same name and no key identifiers, so OpenSSL could pick the wrong one as issuer:
+    'certificate signature failure' for every handshake it got wrong (found on kind by
+    test_the_ca_is_renewed_ahead_of_expiry_under_traffic). A real TLS handshake, both ways."""
+    import ssl
+
+    from support import handshake
+
+    dc = make_dc()
+    old, new = _files(tls.issue_ca(dc)), _files(tls.issue_ca(dc))
+    bundle = old["ca.crt"] + new["ca.crt"]
+    for ca in (old, new):
+        files = _files(tls.issue_node_cert(dc, ca["ca.crt"], ca["ca.key"]))
+        (tmp_path / "crt").write_bytes(files["tls.crt"])
+        (tmp_path / "key").write_bytes(files["tls.key"])
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(tmp_path / "crt", tmp_path / "key")
+        server.load_verify_locations(cadata=bundle.decode())
+        server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.create_default_context(cadata=bundle.decode())
+        client.load_cert_chain(tmp_path / "crt", tmp_path / "key")
+        result = handshake(client, server, hostname="localhost")
+        assert isinstance(result, dict) and result, result
