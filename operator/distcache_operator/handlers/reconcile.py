@@ -32,6 +32,7 @@ from distcache_operator.steps import Action, Observed, decide, join_deadline
 
 log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
+STATUS_REFRESH = 60.0  # seconds between status writes when only live counts changed
 CONFIRM = 0.3  # before removing members: settled twice this far apart
 PEER_TIMEOUT = 3.0
 PROBLEM_DELAY = 10.0  # seconds between looks at a DistCache with a user's mistake
@@ -67,6 +68,7 @@ class _Cache:
     secret: tuple[str, str | None] | None = None  # cluster secret, CA: the session's
     session: aiohttp.ClientSession | None = None
     applied_at: float = 0.0
+    status_at: float = -STATUS_REFRESH  # when status was last written (live counts)
     tls_cert: str | None = None  # the certificate last seen in the TLS Secret
     notes: list[str] = field(default_factory=list)  # for the Available condition
     monitor_event: str | None = None
@@ -100,6 +102,24 @@ async def forget(uid: str, namespace: str, name: str) -> None:
     if _uids.get((namespace, name)) == uid:
         del _uids[(namespace, name)]
     metrics.forget(namespace, name)
+
+
+def _user_facing(status: Mapping[str, Any]) -> dict[str, Any]:
+    """Status less what changes on every look without anyone having to act: the members'
+    live key and byte counts. A step writes status when the rest changed, and refreshes
+    those counts every STATUS_REFRESH seconds (an idle DistCache: one PATCH a minute, not
+    one per step)."""
+    def bare(value: Any) -> Any:  # a merge patch drops null fields: compare without them
+        if isinstance(value, Mapping):
+            return {k: bare(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [bare(v) for v in value]
+        return value
+
+    out = bare(status)
+    out["members"] = [{k: v for k, v in m.items() if k not in ("keys", "bytes")}
+                      for m in out.get("members") or []]
+    return dict(out)
 
 
 def _parse_time(text: str | None) -> float | None:
@@ -300,7 +320,10 @@ class Reconciler:
             c.last_event = ("PodsFailing", str(sorted(failing.items())))
             await self.api.event(dc, "PodsFailing", computed["conditions"][2]["message"],
                                  warning=True)
-        await self.api.patch_status(dc, computed)
+        if _user_facing(computed) != _user_facing(previous) \
+                or loop.time() - c.status_at > STATUS_REFRESH:
+            await self.api.patch_status(dc, computed)
+            c.status_at = loop.time()
         if action.kind not in ("wait", "idle"):
             metrics.ACTIONS.labels(action.kind).inc()
         metrics.KEYS_REMAINING.labels(dc.namespace, dc.name).set(
