@@ -45,4 +45,4 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 tail -20 "$KIND_CACHE/dockerd.log" >&2
-die "dockerd did not come up (see $KIND_CACHE/dockerd.log)"
+die "dockerd did not come up: $(grep -v '^[[:space:]]*$' "$KIND_CACHE/dockerd.log" | tail -1 | cut -c1-300) (log: $KIND_CACHE/dockerd.log)"
