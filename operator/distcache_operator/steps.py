@@ -247,9 +247,16 @@ def _decide(dc: DistCache, obs: Observed, since: Mapping[str, float]) -> Action:
 
     n = len(ring.members)
     if ring.replication != dc.spec.replication_factor:
-        return Action("publish", f"replication {ring.replication} -> "
-                      f"{dc.spec.replication_factor}",
-                      doc=RingDoc(ring.version + 1, dc.spec.replication_factor, ring.members))
+        new_r = dc.spec.replication_factor
+        if new_r > ring.replication:
+            # More copies of every key on the same members: checked like a shrink.
+            check = check_capacity({m.id: obs.statuses.get(m.id) for m in ring.members},
+                                   [m.id for m in ring.members], ring.replication, new_r)
+            if not check.ok:
+                return Action("refuse", f"replication {ring.replication} -> {new_r} refused: "
+                              f"{check.message}", check=check, delay=5.0)
+        return Action("publish", f"replication {ring.replication} -> {new_r}",
+                      doc=RingDoc(ring.version + 1, new_r, ring.members))
     if desired > n:
         used = set(ordinals)
         new = [i for i in range(desired + len(used)) if i not in used][: desired - n]

@@ -69,18 +69,19 @@ class CapacityCheck:
 
 def check_capacity(
     statuses: Mapping[str, Mapping[str, Any] | None], remaining: Sequence[str],
-    replication: int,
+    replication: int, new_replication: int | None = None,
 ) -> CapacityCheck:
     """From each member's reported bytes_used and max_memory. Every member counts all its
     copies, so the data is sum(bytes_used) / copies-now, and after the change each key has
-    min(R, len(remaining)) copies spread over the remaining members."""
+    min(R, len(remaining)) copies spread over the remaining members (R: `new_replication`
+    when the change raises the replication factor)."""
     reported = {m: s for m, s in statuses.items() if s is not None}
     if not remaining:
         return CapacityCheck(False, 0, 0, 0, "a cluster needs at least one member")
     unknown = [m for m in statuses if statuses[m] is None]
     copies_now = max(1, min(replication, len(statuses)))
     data = sum(int(s["bytes_used"]) for s in reported.values()) / copies_now
-    copies_after = min(replication, len(remaining))
+    copies_after = min(new_replication or replication, len(remaining))
     per_member = data * copies_after / len(remaining)
     limits = [int(reported[m]["max_memory"]) for m in remaining if m in reported]
     if not limits:

@@ -386,3 +386,20 @@ def test_scale_to_zero_is_refused_rather_than_dropping_every_key(make_dc) -> Non
     ring = ring_of(dc, {i: "active" for i in range(3)})
     a = decide(dc, Observed(ring, 3, all_settled(dc, ring)))
     assert a.kind == "refuse" and "at least one member" in a.reason
+
+
+def test_raising_the_replication_factor_is_checked_like_a_shrink(make_dc) -> None:
+    """R 2 -> 3 puts a third copy of every key on the same 3 members: 50% more bytes each.
+    Before: published with no capacity check, and the nodes then evicted keys."""
+    dc = make_dc(replicas=3, replicationFactor=3)
+    ring = RingDoc(5, 2, ring_of(dc, {0: "active", 1: "active", 2: "active"}).members)
+    full = all_settled(dc, ring, used=200 * MiB, limit=256 * MiB)  # 200 -> 300 MiB each
+    a = decide(dc, Observed(ring, 3, full))
+    assert a.kind == "refuse" and "replication 2 -> 3 refused" in a.reason, a
+    roomy = all_settled(dc, ring, used=20 * MiB, limit=256 * MiB)
+    a = decide(dc, Observed(ring, 3, roomy))
+    assert a.kind == "publish" and a.doc is not None and a.doc.replication == 3
+    # Lowering it never needs room.
+    down = make_dc(replicas=3, replicationFactor=1)
+    a = decide(down, Observed(ring, 3, full))
+    assert a.kind == "publish" and a.doc is not None and a.doc.replication == 1
