@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distcache_operator.model import DistCache
-from distcache_operator.steps import Action, Observed
+from distcache_operator.steps import Action, Observed, refusal_reason
 
 CONDITION_TYPES = ("Available", "Progressing", "Degraded", "Migrating")
 
@@ -83,7 +83,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
             f"{pod}: {why}" for pod, why in sorted(pod_problems.items()))
             + " (check spec.image, spec.imagePullPolicy and the pod's logs)")
     elif action.kind == "refuse":
-        degraded = (True, "ScaleDownRefused", action.reason)
+        degraded = (True, refusal_reason(action), action.reason)
     elif action.kind == "drop_dead":
         degraded = (True, "MemberLost", action.reason)
     elif action.degraded:

@@ -99,6 +99,12 @@ class Action:
     event: tuple[str, str] | None = None  # (reason, message): a Warning Event to emit
 
 
+def refusal_reason(action: Action) -> str:
+    """The Degraded reason and Event of a refused change: a shrink or a replication raise."""
+    return "ReplicationRefused" if action.reason.startswith("replication") \
+        else "ScaleDownRefused"
+
+
 def _ordinals(dc: DistCache, doc: RingDoc) -> list[int]:
     return sorted(dc.ordinal(m.id) for m in doc.members)
 

@@ -28,7 +28,7 @@ from distcache_operator import builders, metrics, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
 from distcache_operator.kubeapi import ApiError
 from distcache_operator.model import DistCache, SpecError, operator_namespace
-from distcache_operator.steps import Action, Observed, decide, join_deadline
+from distcache_operator.steps import Action, Observed, decide, join_deadline, refusal_reason
 
 log = logging.getLogger("distcache.operator")
 APPLY_EVERY = 30.0  # seconds between re-applies of the owned objects from the timer
@@ -617,7 +617,7 @@ class Reconciler:
             key = ("refuse", action.reason)
             if c.last_event != key:
                 c.last_event = key
-                await self.api.event(dc, "ScaleDownRefused", action.reason, warning=True)
+                await self.api.event(dc, refusal_reason(action), action.reason, warning=True)
             return action.delay
         return action.delay
 

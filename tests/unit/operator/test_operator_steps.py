@@ -396,6 +396,8 @@ def test_raising_the_replication_factor_is_checked_like_a_shrink(make_dc) -> Non
     full = all_settled(dc, ring, used=200 * MiB, limit=256 * MiB)  # 200 -> 300 MiB each
     a = decide(dc, Observed(ring, 3, full))
     assert a.kind == "refuse" and "replication 2 -> 3 refused" in a.reason, a
+    from distcache_operator.steps import refusal_reason
+    assert refusal_reason(a) == "ReplicationRefused"
     roomy = all_settled(dc, ring, used=20 * MiB, limit=256 * MiB)
     a = decide(dc, Observed(ring, 3, roomy))
     assert a.kind == "publish" and a.doc is not None and a.doc.replication == 3
