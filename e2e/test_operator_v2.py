@@ -315,3 +315,47 @@ def test_a_deleted_peer_secret_comes_back_the_same_and_a_grow_completes(
         if cache is not None:
             cache.close()
         k("delete", "distcache", name, "--wait=false")
+
+
+@pytest.mark.timeout(600)
+def test_a_problem_does_not_make_serving_pods_unavailable_or_move_observed_generation(
+        operator: None) -> None:
+    """Before: any problem wrote Available=False/NoMembers while the pods served, and
+    observedGeneration followed a spec the operator had not acted on."""
+    name = "honest"
+    k("create", "secret", "generic", "honest-key", "--from-literal=api-key=k-honest",
+      check=False)
+    k("apply", "-f", "-", input=dc_yaml(
+        name, 2, "  auth:\n    apiKeySecretRef: {name: honest-key}\n"))
+    try:
+        wait_settled_or_explain(name, 2, 300)
+        before = distcache(name)
+        acted = before["status"]["observedGeneration"]
+        k("delete", "secret", "honest-key")
+
+        def missing() -> dict[str, Any] | None:
+            d = distcache(name)
+            return d if condition(d, "Degraded").get("reason") == "SecretMissing" else None
+
+        wait_for("Degraded: SecretMissing", missing, 120, every=2)
+        # A spec change while the operator cannot act: not observed, status says so.
+        k("patch", "distcache", name, "--type=merge", "-p",
+          '{"spec":{"rateLimit":{"requestsPerSecond":1000}}}')
+        time.sleep(15)  # the update handler's step and the next problem step (every 10 s)
+        dc = wait_for("Degraded: SecretMissing", missing, 30, every=2)
+        assert dc["metadata"]["generation"] > acted
+        assert dc["status"]["observedGeneration"] == acted, "a spec not acted on was observed"
+        available = condition(dc, "Available")
+        assert available["status"] == "True", available
+        assert dc["status"]["readyReplicas"] == 2
+        k("create", "secret", "generic", "honest-key", "--from-literal=api-key=k-honest")
+
+        def acted_on() -> bool:
+            d = distcache(name)
+            return bool(d["status"].get("observedGeneration") == d["metadata"]["generation"]
+                        and condition(d, "Degraded").get("status") == "False")
+
+        wait_for("acted on the new generation", acted_on, 300, every=2)
+    finally:
+        k("delete", "distcache", name, "--wait=false")
+        k("delete", "secret", "honest-key", check=False)

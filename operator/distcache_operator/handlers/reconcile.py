@@ -632,10 +632,18 @@ class Reconciler:
         st = status.compute(dc, obs, action, {}, previous, error=message)
         st["conditions"] = [cd if cd["type"] != "Degraded" else {**cd, "reason": reason}
                             for cd in st["conditions"]]
-        # Keep what the ring said (a problem does not erase the members).
-        for key in ("replicas", "ringVersion", "members", "readyReplicas"):
+        # Keep what the ring said (a problem does not erase the members), the generation last
+        # acted on (this spec was not: observedGeneration stays), and whether the pods serve
+        # (a step that could not act says nothing about that: no "Available=False,
+        # NoMembers" over pods that answer).
+        for key in ("replicas", "ringVersion", "members", "readyReplicas",
+                    "observedGeneration", "tls"):
             if key in previous:
                 st[key] = previous[key]
+        served = {cd["type"]: cd for cd in previous.get("conditions") or []}
+        if "Available" in served:
+            st["conditions"] = [served["Available"] if cd["type"] == "Available" else cd
+                                for cd in st["conditions"]]
         await self.api.patch_status(dc, st)
         return PROBLEM_DELAY
 
