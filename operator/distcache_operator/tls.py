@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from distcache_node.local.certs import make_ca, make_cert
+from distcache_node.local.certs import load_ca, make_ca, make_cert
 from distcache_operator.builders import _meta
 from distcache_operator.model import DistCache
 
@@ -73,23 +73,13 @@ def not_after(pem: bytes, what: str) -> datetime.datetime:
 
 
 def check_ca(dc: DistCache, ca_crt: bytes, ca_key: bytes) -> None:
-    """The CA in <name>-ca can sign: a certificate and its own key, RSA or EC. Checked at
-    every step, so a bad replacement is reported now, not at the next renewal."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
+    """The CA in <name>-ca can sign (certs.load_ca: a certificate and its own key, RSA or
+    EC). Checked at every step, so a bad replacement is reported now, not at the next
+    renewal."""
     try:
-        cert = x509.load_pem_x509_certificate(ca_crt)
-        key = serialization.load_pem_private_key(ca_key, None)
-    except (ValueError, TypeError) as exc:
-        raise TLSMaterialError(f"Secret {dc.ca_secret} does not hold a PEM CA certificate "
-                               f"and key: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise TLSMaterialError(f"Secret {dc.ca_secret}: a {type(key).__name__} key cannot "
-                               "sign node certificates (RSA or EC)")
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
-        raise TLSMaterialError(f"Secret {dc.ca_secret}: ca.key is not the key of ca.crt")
+        load_ca(ca_crt, ca_key)
+    except ValueError as exc:
+        raise TLSMaterialError(f"Secret {dc.ca_secret}: {exc}") from None
 
 
 def ca_due(dc: DistCache, ca_crt: bytes, now: datetime.datetime | None = None) -> bool:

@@ -62,16 +62,13 @@ def make_ca(directory: Path, name: str = "DistCache local CA",
     return directory / "ca.pem", directory / "ca.key"
 
 
-def make_cert(
-    directory: Path, name: str, ca_dir: Path,
-    hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
-    valid_for: datetime.timedelta | None = None,
-) -> tuple[Path, Path]:
-    """A certificate for both sides of mutual TLS (server and client auth), valid for
-    `valid_for` (VALID_DAYS) but never past its CA's own expiry."""
+def load_ca(cert_pem: bytes, key_pem: bytes
+            ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]:
+    """A CA that can sign: a PEM certificate and its own PEM key, RSA or EC; ValueError
+    saying what is wrong otherwise."""
     try:
-        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
-        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(cert_pem)
+        ca_key = serialization.load_pem_private_key(key_pem, None)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"the CA certificate or key is not a PEM this can read: {exc}") from None
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
@@ -80,6 +77,18 @@ def make_cert(
     if ca_key.public_key().public_bytes(serialization.Encoding.DER, spki) != \
             ca_cert.public_key().public_bytes(serialization.Encoding.DER, spki):
         raise ValueError("the CA key does not belong to the CA certificate")
+    return ca_cert, ca_key
+
+
+def make_cert(
+    directory: Path, name: str, ca_dir: Path,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
+    valid_for: datetime.timedelta | None = None,
+) -> tuple[Path, Path]:
+    """A certificate for both sides of mutual TLS (server and client auth), valid for
+    `valid_for` (VALID_DAYS) but never past its CA's own expiry."""
+    ca_cert, ca_key = load_ca((ca_dir / "ca.pem").read_bytes(),
+                              (ca_dir / "ca.key").read_bytes())
     valid_for = valid_for or datetime.timedelta(days=VALID_DAYS)
     key = _key()
     sans: list[x509.GeneralName] = []
