@@ -227,8 +227,7 @@ class Reconciler:
             except tls.TLSMaterialError as exc:
                 # A CA the operator cannot use (malformed, an unsupported key): the pods keep
                 # what they mount, and membership goes on with it; Degraded says what to fix.
-                tls_invalid = f"{exc}: replace it with an RSA or EC CA (PEM)"
-                await self._tls_event(dc, c, "TLSInvalid", tls_invalid)
+                tls_invalid = await self._tls_invalid(dc, c, exc)
                 ca_pem = await self._mounted_ca(dc)
                 if ca_pem is None:
                     return await self._problem(dc, previous, c, "TLSInvalid", tls_invalid)
@@ -287,8 +286,7 @@ class Reconciler:
                     dc, c, {dc.member_id(i): statuses.get(dc.member_id(i))
                             for i in range(sts or 0)})
             except tls.TLSMaterialError as exc:
-                tls_invalid = f"{exc}: replace it with an RSA or EC CA (PEM)"
-                await self._tls_event(dc, c, "TLSInvalid", tls_invalid)
+                tls_invalid = await self._tls_invalid(dc, c, exc)
         mig = previous.get("migration") or {}
         pods, failing = await self.api.pods(dc)
         ahead = [ids[m] for m, s in statuses.items()  # their ring is newer than the ConfigMap
@@ -412,10 +410,7 @@ class Reconciler:
                    f"not loaded after {tls_patience().total_seconds():.0f} s by "
                    f"{'; '.join(step.waiting)} (waiting for them: a pod not running, or whose "
                    "kubelet does not update its Secret volume, keeps the next step back)")
-        if c.tls_event != message:
-            c.tls_event = message
-            await self.api.event(dc, "TLSNotLoaded", message, warning=True)
-            log.warning("%s/%s: %s", dc.namespace, dc.name, message)
+        await self._tls_event(dc, c, "TLSNotLoaded", message)
         return message, TLS_WAIT_POLL
 
     async def _mounted_ca(self, dc: DistCache) -> str | None:
@@ -446,7 +441,14 @@ class Reconciler:
                 when.timestamp())
         return out
 
+    async def _tls_invalid(self, dc: DistCache, c: _Cache, exc: tls.TLSMaterialError) -> str:
+        """The Degraded message for a CA the operator cannot use, its Event said once."""
+        message = f"{exc}: replace it with an RSA or EC CA (PEM)"
+        await self._tls_event(dc, c, "TLSInvalid", message)
+        return message
+
     async def _tls_event(self, dc: DistCache, c: _Cache, reason: str, message: str) -> None:
+        """A TLS Warning Event (and log line), once per message."""
         if c.tls_event != message:
             c.tls_event = message
             await self.api.event(dc, reason, message, warning=True)
