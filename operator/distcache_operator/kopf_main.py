@@ -8,7 +8,7 @@ schema is structural, so nothing unknown can be written to status).
 No finalizer: nothing has to happen before a DistCache goes (owner references delete what
 it owns), and a finalizer would leave its namespace stuck Terminating whenever the operator
 is removed first. kopf puts one on every object that has a timer, so the timer's handler is
-registered without that requirement (`_without_finalizer`); the delete handler is optional.
+registered without that requirement (`_without_finalizer`), and there is no delete handler.
 A DistCache deleted while its timer runs: the next step finds it gone and stops.
 """
 

@@ -23,6 +23,17 @@ from prometheus_client import Counter
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
+def operator_namespace() -> str:
+    """Where the operator runs (its ServiceAccount's namespace): the NetworkPolicy lets it
+    reach the pods. DISTCACHE_OPERATOR_NAMESPACE overrides (an operator run outside)."""
+    if os.environ.get("DISTCACHE_OPERATOR_NAMESPACE"):
+        return os.environ["DISTCACHE_OPERATOR_NAMESPACE"]
+    try:
+        return (SA_DIR / "namespace").read_text().strip() or "distcache-system"
+    except OSError:
+        return "distcache-system"
+
+
 API_REQUESTS = Counter("distcache_operator_api_requests_total",
                        "Requests to the Kubernetes API server, by HTTP method and resource "
                        "(secrets, statefulsets, ...; status for a status patch)",

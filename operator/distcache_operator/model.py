@@ -3,9 +3,8 @@
 The API server already applies the CRD's schema defaults and refuses what the schema
 refuses (charts/distcache/crds/distcache.io_distcaches.yaml); `DistCache.from_body` applies
 the same defaults again (a body from a test, or from an API server that skipped them, reads
-the same) and checks
-what a schema cannot: a `maxMemory` the memory limit cannot hold. Problems a user must fix
-raise SpecError with a message that says what to fix.
+the same) and checks what a schema cannot: a `maxMemory` the memory limit cannot hold.
+Problems a user must fix raise SpecError with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -58,18 +57,6 @@ def cluster_domain() -> str:
     it. An operator setting (the chart's operator.clusterDomain), not a DistCache field: it
     is the cluster's, the same for every cache."""
     return os.environ.get("DISTCACHE_OPERATOR_CLUSTER_DOMAIN", "cluster.local").strip(".")
-
-
-def operator_namespace() -> str:
-    """Where the operator runs (its ServiceAccount's namespace): the NetworkPolicy lets it
-    reach the pods. DISTCACHE_OPERATOR_NAMESPACE overrides (an operator run outside)."""
-    if os.environ.get("DISTCACHE_OPERATOR_NAMESPACE"):
-        return os.environ["DISTCACHE_OPERATOR_NAMESPACE"]
-    try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-            return f.read().strip() or "distcache-system"
-    except OSError:
-        return "distcache-system"
 
 
 def default_image() -> str:

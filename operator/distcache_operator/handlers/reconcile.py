@@ -26,8 +26,8 @@ from distcache_node.cluster.peers import PeerClient, make_session
 from distcache_node.cluster.ring import Member, RingDoc, RingError
 from distcache_operator import builders, metrics, status, tls
 from distcache_operator.k8s import Api, ConfigMapRingStore, NotFound
-from distcache_operator.kubeapi import ApiError
-from distcache_operator.model import DistCache, SpecError, operator_namespace
+from distcache_operator.kubeapi import ApiError, operator_namespace
+from distcache_operator.model import DistCache, SpecError
 from distcache_operator.steps import Action, Observed, decide, join_deadline, refusal_reason
 
 log = logging.getLogger("distcache.operator")
