@@ -266,7 +266,7 @@ def run_tier(tier: Tier, outcome: Outcome, extra: list[str], reports: Path) -> N
     t0 = time.monotonic()
     try:
         with (tier.around() if tier.around else contextlib.nullcontext(dict(os.environ))) as env:
-            log(f"tier {tier.name}: pytest -m '{tier.marker}' {' '.join(tier.paths)} "
+            log(f"tier {tier.name} ({tier.what}): pytest -m '{tier.marker}' {' '.join(tier.paths)} "
                 f"({outcome.collected} tests)")
             code = subprocess.run(
                 [sys.executable, "-m", "pytest", "-m", tier.marker, *tier.paths,
