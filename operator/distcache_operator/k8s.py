@@ -1,9 +1,11 @@
-"""The one layer that knows Kubernetes API paths (over kubeapi.KubeApi).
+"""The one layer that knows the Kubernetes API's resources (over kubeapi.KubeApi, the
+kubernetes_asyncio client).
 
 Owned objects are applied with server-side apply (field manager `distcache-operator`,
 conflicts forced): drift is put back. Secrets are only ever created, never overwritten. The
 ring ConfigMap is written only through ConfigMapRingStore, with compare-and-swap on its
-resourceVersion.
+resourceVersion. Objects go in and come out as dicts (the builders' shape), whatever the
+library's models are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from distcache_node.cluster.coordinator import RingConflict
@@ -24,6 +27,8 @@ from distcache_operator.model import GROUP, PLURAL, VERSION, DistCache
 
 log = logging.getLogger("distcache.operator.k8s")
 MANAGER = "distcache-operator"
+APPLY = "application/apply-patch+yaml"  # server-side apply (JSON is YAML)
+MERGE = "application/merge-patch+json"
 # Container waiting reasons that will not go away by themselves: the user must act.
 POD_FAILURES = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                 "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError"}
@@ -33,32 +38,23 @@ class NotFound(Exception):
     pass
 
 
-def _ns(ns: str) -> str:
-    return f"/api/v1/namespaces/{ns}"
-
-
-_PATHS = {
-    ("v1", "Service"): "/api/v1/namespaces/{ns}/services/{name}",
-    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps/{name}",
-    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets/{name}",
-    ("apps/v1", "StatefulSet"): "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
-    ("networking.k8s.io/v1", "NetworkPolicy"):
-        "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
-    ("policy/v1", "PodDisruptionBudget"):
-        "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
-    ("cert-manager.io/v1", "Certificate"):
-        "/apis/cert-manager.io/v1/namespaces/{ns}/certificates/{name}",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"):
-        "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors/{name}",
+# The kinds the operator owns: built-in ones by (API group attribute of KubeApi, the
+# library's method suffix); CRD-backed ones (optional APIs) by plural, through
+# CustomObjectsApi.
+_BUILTIN = {
+    ("v1", "Service"): ("core", "service"),
+    ("v1", "ConfigMap"): ("core", "config_map"),
+    ("v1", "Secret"): ("core", "secret"),
+    ("apps/v1", "StatefulSet"): ("apps", "stateful_set"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networking", "network_policy"),
+    ("policy/v1", "PodDisruptionBudget"): ("policy", "pod_disruption_budget"),
+}
+_CUSTOM = {
+    ("cert-manager.io/v1", "Certificate"): "certificates",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
 }
 SERVED_TTL = 30.0  # seconds an API discovery answer is reused
 SECRET_TTL = 1.0  # seconds a Secret read is reused (one step)
-
-
-def object_path(obj: dict[str, Any]) -> str:
-    meta = obj["metadata"]
-    return _PATHS[(obj["apiVersion"], obj["kind"])].format(ns=meta["namespace"],
-                                                          name=meta["name"])
 
 
 class Api:
@@ -69,26 +65,48 @@ class Api:
         self._events: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
+    def _method(self, verb: str, obj: dict[str, Any]
+                ) -> tuple[Callable[..., Awaitable[Any]], tuple[str, ...]]:
+        """The library's method to `verb` (read, patch, replace, delete) obj's kind, and the
+        arguments that name obj."""
+        key = (obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        if key in _BUILTIN:
+            group, kind = _BUILTIN[key]
+            method = getattr(getattr(self.kube, group), f"{verb}_namespaced_{kind}")
+            return method, (meta["name"], meta["namespace"])
+        group, version = obj["apiVersion"].split("/")
+        verb = "get" if verb == "read" else verb
+        return (getattr(self.kube.custom, f"{verb}_namespaced_custom_object"),
+                (group, version, meta["namespace"], _CUSTOM[key], meta["name"]))
+
     async def served(self, group_version: str, resource: str) -> bool:
         """Whether the API server serves `resource` in `group_version` (an optional API whose
         CRDs may be missing: cert-manager, the Prometheus Operator). Reused for SERVED_TTL."""
         now = time.monotonic()
         seen = self._served.get(group_version)
         if seen is None or now - seen[0] > SERVED_TTL:
-            doc = await self.kube.get_or_none(f"/apis/{group_version}")
+            group, version = group_version.split("/")
+            doc = await self.kube.call_or_none(self.kube.custom.get_api_resources,
+                                               group, version)
             names = frozenset(r["name"] for r in (doc or {}).get("resources") or [])
             seen = self._served[group_version] = (now, names)
         return resource in seen[1]
 
     async def get(self, obj: dict[str, Any]) -> Any:
-        return await self.kube.get_or_none(object_path(obj))
+        method, names = self._method("read", obj)
+        return await self.kube.call_or_none(method, *names)
 
     async def apply(self, obj: dict[str, Any]) -> Any:
-        return await self.kube.apply(object_path(obj), obj, MANAGER)
+        """Server-side apply, conflicts forced: what we own is put back."""
+        method, names = self._method("patch", obj)
+        return await self.kube.call(method, *names, obj, field_manager=MANAGER, force=True,
+                                    _content_type=APPLY)
 
     async def delete(self, obj: dict[str, Any]) -> None:
+        method, names = self._method("delete", obj)
         try:
-            await self.kube.request("DELETE", object_path(obj))
+            await self.kube.call(method, *names)
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -100,7 +118,8 @@ class Api:
         now = time.monotonic()
         seen = self._secrets.get((namespace, name))
         if seen is None or now - seen[0] > SECRET_TTL:
-            got = await self.kube.get_or_none(f"{_ns(namespace)}/secrets/{name}")
+            got = await self.kube.call_or_none(self.kube.core.read_namespaced_secret,
+                                               name, namespace)
             seen = self._secrets[(namespace, name)] = (now, got)
         return seen[1]
 
@@ -110,7 +129,8 @@ class Api:
             return False  # no POST that only answers 409
         self._secrets.pop((meta["namespace"], meta["name"]), None)
         try:
-            await self.kube.create(f"{_ns(meta['namespace'])}/secrets", obj)
+            await self.kube.call(self.kube.core.create_namespaced_secret,
+                                 meta["namespace"], obj)
             return True
         except ApiError as exc:
             if exc.status == 409:
@@ -118,8 +138,10 @@ class Api:
             raise
 
     async def replace_secret(self, obj: dict[str, Any]) -> None:
-        self._secrets.pop((obj["metadata"]["namespace"], obj["metadata"]["name"]), None)
-        await self.kube.replace(object_path(obj), obj)
+        meta = obj["metadata"]
+        self._secrets.pop((meta["namespace"], meta["name"]), None)
+        await self.kube.call(self.kube.core.replace_namespaced_secret,
+                             meta["name"], meta["namespace"], obj)
 
     async def read_secret(self, namespace: str, name: str
                           ) -> tuple[dict[str, bytes], dict[str, str]] | None:
@@ -140,22 +162,21 @@ class Api:
         return base64.b64decode(raw).decode()
 
     # -- StatefulSet and pods ----------------------------------------------------------------
-    def _sts_path(self, dc: DistCache) -> str:
-        return f"/apis/apps/v1/namespaces/{dc.namespace}/statefulsets/{dc.statefulset}"
-
     async def statefulset_replicas(self, dc: DistCache) -> int | None:
-        sts = await self.kube.get_or_none(self._sts_path(dc))
+        sts = await self.kube.call_or_none(self.kube.apps.read_namespaced_stateful_set,
+                                           dc.statefulset, dc.namespace)
         return None if sts is None else int(sts["spec"].get("replicas") or 0)
 
     async def scale_statefulset(self, dc: DistCache, replicas: int) -> None:
-        await self.kube.merge_patch(self._sts_path(dc) + "/scale",
-                                    {"spec": {"replicas": replicas}})
+        await self.kube.call(self.kube.apps.patch_namespaced_stateful_set_scale,
+                             dc.statefulset, dc.namespace, {"spec": {"replicas": replicas}},
+                             _content_type=MERGE)
 
     async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
         """Each pod's readiness, and what keeps a container from running (an image that
         cannot be pulled, a crash loop), by pod name."""
-        pods = await self.kube.get(f"{_ns(dc.namespace)}/pods",
-                                   params={"labelSelector": dc.selector})
+        pods = await self.kube.call(self.kube.core.list_namespaced_pod, dc.namespace,
+                                    label_selector=dc.selector)
         ready: dict[str, bool] = {}
         problems: dict[str, str] = {}
         for pod in pods.get("items", []):
@@ -174,20 +195,19 @@ class Api:
         return ready, problems
 
     # -- the DistCache -------------------------------------------------------------------------
-    def _dc_path(self, namespace: str, name: str) -> str:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-
     async def patch_status(self, dc: DistCache, status: dict[str, Any]) -> None:
         try:
-            await self.kube.merge_patch(self._dc_path(dc.namespace, dc.name) + "/status",
-                                        {"status": status})
+            await self.kube.call(self.kube.custom.patch_namespaced_custom_object_status,
+                                 GROUP, VERSION, dc.namespace, PLURAL, dc.name,
+                                 {"status": status}, _content_type=MERGE)
         except ApiError as exc:
             if exc.status != 404:  # deleted meanwhile
                 raise
 
     async def get_distcache(self, namespace: str, name: str) -> dict[str, Any] | None:
-        got: dict[str, Any] | None = await self.kube.get_or_none(
-            self._dc_path(namespace, name))
+        got: dict[str, Any] | None = await self.kube.call_or_none(
+            self.kube.custom.get_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name)
         return got
 
     async def event(self, dc: DistCache, reason: str, message: str,
@@ -205,8 +225,10 @@ class Api:
         if seen is not None:
             name, count = seen
             try:
-                await self.kube.merge_patch(f"{_ns(dc.namespace)}/events/{name}", {
-                    "message": message[:1000], "count": count + 1, "lastTimestamp": now})
+                await self.kube.call(self.kube.core.patch_namespaced_event, name,
+                                     dc.namespace, {"message": message[:1000],
+                                                    "count": count + 1, "lastTimestamp": now},
+                                     _content_type=MERGE)
                 self._events[key] = (name, count + 1)
                 return
             except ApiError as exc:
@@ -225,11 +247,34 @@ class Api:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            await self.kube.create(f"{_ns(dc.namespace)}/events", body)
+            await self.kube.call(self.kube.core.create_namespaced_event, dc.namespace, body)
             self._events[key] = (name, 1)
         except ApiError as exc:
             log.warning("event %s not posted: %s", reason, exc)
 
+
+    # -- the pods of one DistCache, watched (handlers/daemon.py; added apart from the rest) --
+    async def watch_pods(self, namespace: str, selector: str,
+                         timeout: int = 300) -> AsyncIterator[str]:
+        """The type of each change (ADDED, MODIFIED, DELETED) to the pods in `namespace` that
+        match the label `selector`. The API server filters (defect 11: kopf's own pod watch
+        was cluster-wide, every pod in the cluster sent to the operator to be dropped there).
+        Ends after `timeout` s (the server closes the watch; it starts again with every pod
+        ADDED): the caller watches again."""
+        from kubernetes_asyncio import watch  # the only streaming call of the operator
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        stream = watch.Watch()
+        try:
+            async for event in stream.stream(self.kube.core.list_namespaced_pod, namespace,
+                                             label_selector=selector,
+                                             timeout_seconds=timeout):
+                yield str(event["type"])
+        except ApiException as exc:
+            raise ApiError.from_exception(exc) from None
+        finally:
+            stream.stop()
+            await stream.close()
 
 class ConfigMapRingStore:
     """The ring document in the DistCache's ConfigMap. `save` is a compare-and-swap: the
@@ -240,12 +285,10 @@ class ConfigMapRingStore:
         self.api = api
         self.dc = dc
 
-    @property
-    def _path(self) -> str:
-        return f"{_ns(self.dc.namespace)}/configmaps/{self.dc.ring_configmap}"
-
     async def _read(self) -> tuple[RingDoc | None, str | None]:
-        cm = await self.api.kube.get_or_none(self._path)
+        kube = self.api.kube
+        cm = await kube.call_or_none(kube.core.read_namespaced_config_map,
+                                     self.dc.ring_configmap, self.dc.namespace)
         if cm is None:
             return None, None
         raw = (cm.get("data") or {}).get(builders.RING_KEY)
@@ -270,12 +313,15 @@ class ConfigMapRingStore:
                 f"{expected.version if expected else '-'}, found "
                 f"v{current.version if current else '-'}")
         body = builders.build_ring_configmap(self.dc, doc)
+        kube = self.api.kube
         try:
             if rv is None:
-                await self.api.kube.create(f"{_ns(self.dc.namespace)}/configmaps", body)
+                await kube.call(kube.core.create_namespaced_config_map, self.dc.namespace,
+                                body)
             else:
                 body["metadata"]["resourceVersion"] = rv
-                await self.api.kube.replace(self._path, body)
+                await kube.call(kube.core.replace_namespaced_config_map,
+                                self.dc.ring_configmap, self.dc.namespace, body)
         except ApiError as exc:
             if exc.status == 409:
                 raise RingConflict(f"ring ConfigMap changed under us ({exc.reason})") from None

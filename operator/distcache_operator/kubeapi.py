@@ -1,26 +1,33 @@
-"""A small async client for the Kubernetes API over aiohttp (already the node's HTTP library).
+"""The connection to the Kubernetes API server, through kubernetes_asyncio (the official
+client's asyncio twin, on aiohttp like kopf and the node).
 
-Credentials: in a pod, the ServiceAccount token (re-read, as bound tokens rotate) and CA;
-outside, the current context of $KUBECONFIG (or ~/.kube/config): client certificate or
-token. Only what the operator needs: JSON requests, server-side apply, errors as ApiError.
+Configuration is the library's: in a pod the ServiceAccount (its token re-read as bound
+tokens rotate), else the kubeconfig ($KUBECONFIG or ~/.kube/config) with every auth it
+knows, exec plugins (EKS, GKE, ...) included. Failures come out as ApiError; each request
+is counted by method and resource.
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import ssl
+import shutil
 import tempfile
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config import kube_config
 from prometheus_client import Counter
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# The library's default is no timeout at all: an API server that stops answering would
+# hang a reconcile step for good.
+TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 
 
 def operator_namespace() -> str:
@@ -53,139 +60,131 @@ def _resource(path: str) -> str:
 
 
 class ApiError(Exception):
+    """A request the API server refused (status >= 400), with the reason and message of
+    the Status it answered."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
 
-
-class Credentials:
-    def __init__(self, server: str, ssl_ctx: ssl.SSLContext | bool,
-                 token_file: Path | None = None, token: str | None = None) -> None:
-        self.server = server.rstrip("/")
-        self.ssl = ssl_ctx
-        self.token_file = token_file
-        self._token = token
-        self._read_at = 0.0
-
-    def token(self) -> str | None:
-        if self.token_file is not None and time.monotonic() - self._read_at > 60:
-            self._token = self.token_file.read_text().strip()
-            self._read_at = time.monotonic()
-        return self._token
-
     @classmethod
-    def in_cluster(cls) -> Credentials:
-        host = os.environ["KUBERNETES_SERVICE_HOST"]
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if ":" in host:
-            host = f"[{host}]"
-        ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-        return cls(f"https://{host}:{port}", ctx, token_file=SA_DIR / "token")
+    def from_exception(cls, exc: ApiException) -> ApiError:
+        """The library's ApiException as an ApiError: reason and message from the Status
+        body when there is one (its reason is 'NotFound', 'Conflict', ...; the HTTP reason
+        phrase only when the body is not a Status)."""
+        raw = exc.body or b""
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            return cls(int(exc.status or 0), str(doc.get("reason") or exc.reason or ""),
+                       str(doc.get("message", "")))
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return cls(int(exc.status or 0), str(exc.reason or ""), text[:500])
 
-    @classmethod
-    def from_kubeconfig(cls, path: str | None = None) -> Credentials:
-        path = path or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] \
-            or str(Path.home() / ".kube" / "config")
-        conf = yaml.safe_load(Path(path).read_text())
-        ctx_name = conf.get("current-context")
-        context = next(c["context"] for c in conf["contexts"] if c["name"] == ctx_name)
-        cluster = next(c["cluster"] for c in conf["clusters"] if c["name"] == context["cluster"])
-        users = [u["user"] for u in conf.get("users", []) if u["name"] == context["user"]]
-        user: dict[str, Any] = users[0] if users else {}
-        tmp = Path(tempfile.mkdtemp(prefix="distcache-kube-"))
 
-        def material(data_key: str, file_key: str, holder: dict[str, Any]) -> str | None:
-            if holder.get(data_key):
-                out = tmp / data_key
-                out.write_bytes(base64.b64decode(holder[data_key]))
-                out.chmod(0o600)
-                return str(out)
-            return holder.get(file_key)
+class _CountingClient(client.ApiClient):
+    """The library's ApiClient; every request it sends is counted, and has a timeout."""
 
-        ca = material("certificate-authority-data", "certificate-authority", cluster)
-        if cluster.get("insecure-skip-tls-verify"):
-            ssl_ctx: ssl.SSLContext = ssl.create_default_context()
-            ssl_ctx.check_hostname = False
-            ssl_ctx.verify_mode = ssl.CERT_NONE
-        else:
-            ssl_ctx = ssl.create_default_context(cafile=ca)
-        cert = material("client-certificate-data", "client-certificate", user)
-        key = material("client-key-data", "client-key", user)
-        if cert and key:
-            ssl_ctx.load_cert_chain(cert, key)
-        token_file = Path(user["tokenFile"]) if user.get("tokenFile") else None
-        return cls(cluster["server"], ssl_ctx, token_file=token_file, token=user.get("token"))
+    def request(self, method: Any, url: Any, query_params: Any | None = None,
+                headers: dict[Any, Any] | None = None,
+                post_params: dict[Any, Any] | None = None, body: Any | None = None,
+                _preload_content: bool = True,
+                _request_timeout: float | tuple[float] | aiohttp.ClientTimeout | None = None,
+                ) -> Any:
+        API_REQUESTS.labels(method, _resource(urlsplit(url).path)).inc()
+        return super().request(method, url, query_params, headers, post_params, body,
+                               _preload_content, _request_timeout or TIMEOUT)
 
-    @classmethod
-    def load(cls) -> Credentials:
-        if SA_DIR.joinpath("token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return cls.in_cluster()
-        return cls.from_kubeconfig()
+
+async def _configuration() -> tuple[Any, str | None]:
+    """In a pod, the ServiceAccount; else the kubeconfig. Certificate and key data in a
+    kubeconfig are files for the library (and for Python's ssl): they are written to a
+    private folder (returned), which connect removes as soon as the client has read it."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        return cfg, None
+    except config.ConfigException:
+        pass
+    scratch = tempfile.mkdtemp(prefix="distcache-kube-")
+    try:
+        loader = await config.load_kube_config(client_configuration=cfg,
+                                               temp_file_path=scratch, persist_config=False)
+    except BaseException:
+        _remove_scratch(scratch)
+        raise
+    if getattr(loader, "exec_plugin_expiry", None) is not None:
+        cfg.refresh_api_key_hook = _exec_token_refresher(loader)
+    return cfg, scratch
+
+
+def _exec_token_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
+    """An exec plugin's token expires (EKS: 15 minutes): the loader runs the plugin again
+    once it has (and only then), before a request. A token without an expiry stays valid,
+    as client-go takes it."""
+    async def refresh(cfg: Any) -> None:
+        await loader.load_from_exec_plugin()
+        cfg.api_key["BearerToken"] = loader.token
+
+    return refresh
+
+
+def _remove_scratch(scratch: str) -> None:
+    shutil.rmtree(scratch, ignore_errors=True)
+    # The library remembers the files it wrote, by content, to reuse them: forget ours, or a
+    # second load of the same kubeconfig would be handed a removed file.
+    memo: dict[str, str] = getattr(kube_config, "_temp_files", {})
+    for content, name in list(memo.items()):
+        if name.startswith(scratch + os.sep):
+            del memo[content]
 
 
 class KubeApi:
-    def __init__(self, creds: Credentials) -> None:
-        self.creds = creds
-        self._session: aiohttp.ClientSession | None = None
+    """The library's client and the API groups the operator uses. `call` runs one of their
+    methods: the answer as plain JSON-shaped data (dicts with the API's camelCase names),
+    a refusal as ApiError."""
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.creds.ssl),
-                timeout=aiohttp.ClientTimeout(total=30, connect=10))
-        return self._session
+    def __init__(self, api_client: Any) -> None:
+        self.client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    async def connect(cls) -> KubeApi:
+        cfg, scratch = await _configuration()
+        # The operator builds its bodies as dicts and reads answers as dicts; the models'
+        # client-side checks would only refuse server data newer than this library.
+        cfg.client_side_validation = False
+        try:
+            return cls(_CountingClient(cfg))  # the SSL context reads certificates here
+        finally:
+            if scratch is not None:
+                _remove_scratch(scratch)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.client.close()
 
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json",
-                      params: dict[str, str] | None = None) -> Any:
-        headers = {"Accept": "application/json"}
-        token = self.creds.token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = orjson.dumps(body)
-        API_REQUESTS.labels(method, _resource(path)).inc()
-        async with self.session().request(method, self.creds.server + path, data=data,
-                                          headers=headers, params=params) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                try:
-                    doc = orjson.loads(raw)
-                    reason, message = str(doc.get("reason", "")), str(doc.get("message", ""))
-                except orjson.JSONDecodeError:
-                    reason, message = resp.reason or "", raw[:500].decode(errors="replace")
-                raise ApiError(resp.status, reason, message)
-            return orjson.loads(raw) if raw else None
-
-    async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        return await self.request("GET", path, params=params)
-
-    async def get_or_none(self, path: str) -> Any:
+    async def call(self, method: Callable[..., Awaitable[Any]], *args: Any,
+                   **kwargs: Any) -> Any:
         try:
-            return await self.get(path)
+            got = await method(*args, **kwargs)
+        except ApiException as exc:
+            raise ApiError.from_exception(exc) from None
+        return self.client.sanitize_for_serialization(got)
+
+    async def call_or_none(self, method: Callable[..., Awaitable[Any]], *args: Any,
+                           **kwargs: Any) -> Any:
+        """As call; None when the object (or the API) does not exist."""
+        try:
+            return await self.call(method, *args, **kwargs)
         except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-
-    async def create(self, path: str, body: Any) -> Any:
-        return await self.request("POST", path, body)
-
-    async def replace(self, path: str, body: Any) -> Any:
-        return await self.request("PUT", path, body)
-
-    async def merge_patch(self, path: str, body: Any) -> Any:
-        return await self.request("PATCH", path, body, "application/merge-patch+json")
-
-    async def apply(self, path: str, body: Any, manager: str) -> Any:
-        """Server-side apply (JSON is YAML), conflicts forced: what we own is put back."""
-        return await self.request("PATCH", path, body, "application/apply-patch+yaml",
-                                  params={"fieldManager": manager, "force": "true"})
