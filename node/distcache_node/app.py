@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from distcache_node.appkeys import (
+    API_KEYS,
     BACKEND,
     CLUSTER,
     CONFIG,
     METRICS,
+    PEER_KEYS,
     RATE_LIMITER,
     READY,
     STORE,
@@ -21,6 +23,7 @@ from distcache_node.appkeys import (
 )
 from distcache_node.backend import LocalBackend
 from distcache_node.config import NodeConfig
+from distcache_node.keyfile import KeySet, KeySetCollector
 from distcache_node.metrics import NodeMetrics
 from distcache_node.pipeline import add_fallback_routes
 from distcache_node.ratelimit import RateLimiter
@@ -45,6 +48,19 @@ async def active_expiry(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def key_reload(app: web.Application) -> AsyncIterator[None]:
+    """A rotated API key or cluster secret (a mounted Secret updated in place) is taken in
+    without a restart; keys it drops stay accepted for the grace period (keyfile.py)."""
+    tasks = [asyncio.create_task(keys.run(), name=f"{keys.name}-reload")
+             for keys in (app[API_KEYS], app[PEER_KEYS]) if keys.path]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def tls_reload(app: web.Application) -> AsyncIterator[None]:
@@ -75,6 +91,13 @@ def create_app(config: NodeConfig) -> web.Application:
                 if config.tls_enabled else None)
     if app[TLS] is not None:
         app.cleanup_ctx.append(tls_reload)
+    grace = config.api_key_grace_seconds
+    app[API_KEYS] = KeySet("api_key", (config.api_key,), config.api_key_file, grace)
+    app[PEER_KEYS] = KeySet("cluster_secret", (config.cluster_secret,),
+                            config.cluster_secret_file, grace)
+    if config.api_key_file or config.cluster_secret_file:
+        app.cleanup_ctx.append(key_reload)
+        app[METRICS].registry.register(KeySetCollector([app[API_KEYS], app[PEER_KEYS]]))
     if clustered:
         from distcache_node.cluster.setup import setup_cluster
 
@@ -85,6 +108,6 @@ def create_app(config: NodeConfig) -> web.Application:
     setup_routes(app)
     add_fallback_routes(app)
     app.cleanup_ctx.append(active_expiry)
-    if not config.api_key:
+    if not config.has_api_key:
         log.warning("no API key configured: the data API is open to anyone who can reach it")
     return app

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from distcache_node.backend import Backend
 from distcache_node.config import NodeConfig
+from distcache_node.keyfile import KeySet
 from distcache_node.metrics import NodeMetrics
 from distcache_node.ratelimit import RateLimiter
 from distcache_node.store import Store
@@ -29,6 +30,9 @@ READY: web.AppKey[dict[str, Any]] = web.AppKey("ready")  # {"ready": bool, "reas
 PEER_CHECK: web.AppKey[Callable[[web.Request], None]] = web.AppKey("peer_check")
 # Keeps the SSL contexts on the certificate files and says what they hold (TLS only).
 TLS: web.AppKey[CertReloader | None] = web.AppKey("tls")
+# The keys accepted for the data API and from peers (a setting, or files re-read on change).
+API_KEYS = web.AppKey("api_keys", KeySet)
+PEER_KEYS = web.AppKey("peer_keys", KeySet)
 
-__all__ = ["BACKEND", "CLUSTER", "CONFIG", "METRICS", "PEER_CHECK", "RATE_LIMITER", "READY",
-           "STORE", "TLS"]
+__all__ = ["API_KEYS", "BACKEND", "CLUSTER", "CONFIG", "METRICS", "PEER_CHECK", "PEER_KEYS",
+           "RATE_LIMITER", "READY", "STORE", "TLS"]

@@ -67,6 +67,11 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str = ""
+    # The API key(s) from a file instead (a mounted Secret): one per line, all accepted,
+    # re-read when the file changes (keyfile.py). A key the file drops is still accepted
+    # for the grace period, as is a dropped cluster secret, while the other pods catch up.
+    api_key_file: str = ""
+    api_key_grace_seconds: float = 300.0
     max_memory: int = 256 * 1024**2
     max_value_size: int = 1024**2
     max_key_size: int = 1024
@@ -98,6 +103,7 @@ class NodeConfig:
     # Cluster settings, used once a ring is configured.
     ring_file: str = ""
     cluster_secret: str = ""
+    cluster_secret_file: str = ""  # as api_key_file; the first line is the one sent to peers
     advertise_url: str = ""
     replication: int = 2
     write_quorum: int = 0  # 0: all live owners, at least 2 when R >= 2
@@ -116,6 +122,11 @@ class NodeConfig:
         return self.max_body_size or max(4 * self.max_value_size, 8 * 1024**2)
 
     @property
+    def has_api_key(self) -> bool:
+        """Whether the data API asks for a key (given as a value or as a file)."""
+        return bool(self.api_key or self.api_key_file)
+
+    @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_cert and self.tls_key)
 
@@ -132,6 +143,7 @@ class NodeConfig:
             path = getattr(self, name)
             if path and name != "ring_file" and not Path(path).is_file():
                 raise ConfigError(f"--{name.replace('_', '-')}: no such file: {path}")
+        self._validate_key_files()
         if self.max_memory <= 0:
             raise ConfigError("--max-memory must be positive")
         from distcache_node.store import ENTRY_OVERHEAD
@@ -149,10 +161,12 @@ class NodeConfig:
 
         if not 1 <= self.replication <= MAX_REPLICATION:
             raise ConfigError(f"--replication must be from 1 to {MAX_REPLICATION}")
-        if (self.ring_file or self.advertise_url) and not (self.cluster_secret or self.tls_ca):
+        if (self.ring_file or self.advertise_url) and not (
+                self.cluster_secret or self.cluster_secret_file or self.tls_ca):
             # Peers must prove they are peers: the data API key is not enough.
             raise ConfigError("clustering (--ring-file/--advertise-url) needs --cluster-secret "
-                              "or mutual TLS (--tls-cert, --tls-key and --tls-ca)")
+                              "(or --cluster-secret-file) or mutual TLS (--tls-cert, --tls-key "
+                              "and --tls-ca)")
         if self.max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
         # `not x > 0` rather than `x <= 0`: also refuses nan.
@@ -168,6 +182,25 @@ class NodeConfig:
                 f"--log-level: unknown level {self.log_level!r} (one of {', '.join(_LOG_LEVELS)})"
             )
         return self
+
+    def _validate_key_files(self) -> None:
+        """A credential comes as a value or as a file, not both (which would win is a guess
+        a user should not have to make), and a file must list a key at start."""
+        from distcache_node.keyfile import KeyFileError, read_keys
+
+        for value, path in (("api_key", "api_key_file"), ("cluster_secret", "cluster_secret_file")):
+            flag, file_flag = (f"--{n.replace('_', '-')}" for n in (value, path))
+            if getattr(self, value) and getattr(self, path):
+                raise ConfigError(f"{flag} and {file_flag} both given: they are two ways to "
+                                  f"set the same credential, give one (DISTCACHE_"
+                                  f"{value.upper()} or DISTCACHE_{path.upper()})")
+            if getattr(self, path):
+                try:
+                    read_keys(getattr(self, path))
+                except KeyFileError as exc:
+                    raise ConfigError(f"{file_flag}: {exc}") from None
+        if not self.api_key_grace_seconds >= 0:  # also refuses nan
+            raise ConfigError("--api-key-grace-seconds must not be negative")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}

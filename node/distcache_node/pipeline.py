@@ -10,7 +10,6 @@ benchmarked against a bare aiohttp handler. Unknown paths and wrong methods get 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from bisect import bisect_left
@@ -19,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 from multidict import istr
 
-from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
-from distcache_node.auth import keys_match
+from distcache_node.appkeys import API_KEYS, CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.config import IPNetwork, parse_cidrs
 from distcache_node.errors import ApiError, json_error
+from distcache_node.keyfile import KeySet
 from distcache_node.protocol import RING_VERSION_HEADER, STOPPING_HEADER
 from distcache_node.ratelimit import Decision, RateLimiter, client_address
 from distcache_node.serve import GuardedRequestHandler
@@ -61,12 +60,12 @@ def api_key_of(request: web.Request) -> str | None:
     return given
 
 
-def check_api_key(request: web.Request, expected: str) -> None:
+def check_api_key(request: web.Request, expected: KeySet) -> None:
     given = api_key_of(request)
     if given is None:
         raise ApiError(401, "unauthorized", "missing API key: send the X-API-Key header",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
-    if not keys_match(given, expected):
+    if not expected.accepts(given):
         raise ApiError(401, "unauthorized", "invalid API key",
                        {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
 
@@ -111,7 +110,8 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
     config = app[CONFIG]
     metrics = app[METRICS]
     limiter = app[RATE_LIMITER] if access == API else None
-    api_key = config.api_key if access in (API, KEYED) else ""
+    # The key set is read on each request: a reloaded file changes what it accepts.
+    api_keys = app[API_KEYS] if access in (API, KEYED) and app[API_KEYS].enabled else None
     trusted = parse_cidrs(config.trusted_proxies)
     peer_check = app.get(PEER_CHECK, _peer_check) if access == PEER else None
     cluster = app[CLUSTER] if access == API else None
@@ -123,9 +123,6 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
     bounds = metrics.BOUNDS
     perf_counter = time.perf_counter
 
-    ascii_key = api_key.isascii()
-    compare = hmac.compare_digest
-
     async def pipeline(request: web.Request) -> web.StreamResponse:
         nonlocal tally
         start = perf_counter()
@@ -135,13 +132,12 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
             guarded._distcache_in_request = True
         rate_headers: dict[str, str] | None = None
         try:
-            if api_key:
-                # Inline for the common case (the header, plain ASCII, matching); anything
-                # else takes check_api_key's full path and its error messages.
+            if api_keys is not None:
+                # Inline for the common case (the header, matching); anything else takes
+                # check_api_key's full path and its error messages.
                 given = request.headers.get(API_KEY_HEADER)
-                if not (ascii_key and given is not None and given.isascii()
-                        and compare(given, api_key)):
-                    check_api_key(request, api_key)
+                if given is None or not api_keys.accepts(given):
+                    check_api_key(request, api_keys)
             if limiter is not None and (decision := await _limit(limiter, request, trusted)):
                 rate_headers = decision.headers()
                 if not decision.allowed:

@@ -79,8 +79,8 @@ def setup_routes(app: web.Application) -> None:
     # --metrics-public opens /metrics to a scraper that cannot send the key.
     metrics_access = PUBLIC if config.metrics_public else KEYED
     # Profiles show code, timings and allocations: never on a node open to anyone.
-    profile = debug.handle_profile if config.api_key else handle_debug_disabled
-    heap = debug.handle_heap if config.api_key else handle_debug_disabled
+    profile = debug.handle_profile if config.has_api_key else handle_debug_disabled
+    heap = debug.handle_heap if config.has_api_key else handle_debug_disabled
     for method, path, handler, op, access in [
         ("GET", "/get", handlers.get_handler(app), "get", API),
         ("POST", "/set", handlers.handle_set, "set", API),

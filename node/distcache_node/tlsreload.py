@@ -37,7 +37,10 @@ log = logging.getLogger("distcache.tls")
 Identity = tuple[tuple[int, int, int] | None, ...]
 
 
-def _identity(paths: Sequence[str]) -> Identity:
+def file_identity(paths: Sequence[str]) -> Identity:
+    """What changes when any of the files is rewritten or replaced, also through the
+    `..data` symlink kubelet swaps in a Secret volume: (inode, mtime, size) each, None for
+    one that cannot be read. Shared with keyfile.py, which watches credential files."""
     out: list[tuple[int, int, int] | None] = []
     for path in paths:
         try:
@@ -96,7 +99,7 @@ class CertReloader:
         # the first reload with a CA file, then its latest twin (see the module docstring).
         self.current: list[ssl.SSLContext] = []
         self.paths = [p for p in (cert, key, ca) if p]
-        self.seen = _identity(self.paths)
+        self.seen = file_identity(self.paths)
         self.failed: Identity | None = None
         self.reloads = 0
         self.error: str | None = None  # why the files on disk are not the ones loaded
@@ -127,7 +130,7 @@ class CertReloader:
 
     def check(self) -> bool:
         """Load the files again if they changed; True when new ones were taken in."""
-        now = _identity(self.paths)
+        now = file_identity(self.paths)
         if now == self.seen or now == self.failed:
             return False
         fingerprint = cert_fingerprint(self.cert)

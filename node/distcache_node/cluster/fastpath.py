@@ -110,13 +110,17 @@ class FastPool:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl = ssl_context if parts.scheme == "https" else None
-        host_header = parts.netloc
-        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in
-                              {"Host": host_header, **headers}.items()).encode("latin-1")
+        self._host_header = parts.netloc
+        self.set_headers(headers)
         self._idle: list[_Connection] = []
         self.max_idle = max_idle
         self.connections_opened = 0  # each one a TCP (and TLS) handshake: should stay small
         self.requests = 0
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        """The headers every request sends from now on (a rotated cluster secret)."""
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in
+                              {"Host": self._host_header, **headers}.items()).encode("latin-1")
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

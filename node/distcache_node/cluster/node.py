@@ -23,6 +23,7 @@ from distcache_node.cluster.replica import Replica
 from distcache_node.cluster.replication import VersionClock
 from distcache_node.cluster.ring import Ring, RingConflict, RingDoc, RingError
 from distcache_node.config import NodeConfig
+from distcache_node.keyfile import KeySet
 from distcache_node.protocol import SECRET_HEADER
 from distcache_node.store import Store
 from distcache_node.tlsreload import CertReloader
@@ -55,6 +56,10 @@ class ClusterNode:
         self.session: aiohttp.ClientSession | None = None
         self.client_ssl: ssl.SSLContext | None = None  # mutual TLS towards peers
         self.tls: CertReloader | None = None  # what the TLS contexts hold, for status
+        # The keys accepted from clients and peers; the app's (re-read from files) once
+        # wired in cluster/setup.py. What this node sends peers is peer_keys.primary.
+        self.api_keys = KeySet("api_key", (config.api_key,))
+        self.peer_keys = KeySet("cluster_secret", (config.cluster_secret,))
         self.ring_changed_at = time.monotonic()
         self.stopping = False
         self.reached: set[str] = set()  # peers whose heartbeats reached this process
@@ -80,6 +85,16 @@ class ClusterNode:
                         "its share back", peer_id)
             self.resync.set()
 
+    def send_secret(self) -> None:
+        """Calls to peers carry the cluster secret's current first key from now on (after
+        its file changed): the session's default headers and each peer's fast path."""
+        secret = self.peer_keys.primary
+        if self.session is not None:
+            self.session.headers[SECRET_HEADER] = secret
+        for peer in self.peers.values():
+            if peer.fast is not None:
+                peer.fast.set_headers({SECRET_HEADER: secret})
+
     # -- ring --------------------------------------------------------------------------------
     def update_ring(self, doc: RingDoc, source: str) -> bool:
         """Adopt a newer ring; an older version, or the same one again, changes nothing
@@ -95,7 +110,7 @@ class ClusterNode:
         if self.session is None:
             raise RingError("cluster networking is not started yet")
         fresh: dict[str, PeerClient] = {}
-        secret = self.config.cluster_secret
+        secret = self.peer_keys.primary
         for member in doc.members:
             client = self.peers.get(member.id)
             if member.id != self.id and (client is None or client.url != member.url):

@@ -12,8 +12,18 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from distcache_node.appkeys import BACKEND, CLUSTER, CONFIG, METRICS, PEER_CHECK, READY, STORE, TLS
-from distcache_node.auth import keys_match
+from distcache_node.appkeys import (
+    API_KEYS,
+    BACKEND,
+    CLUSTER,
+    CONFIG,
+    METRICS,
+    PEER_CHECK,
+    PEER_KEYS,
+    READY,
+    STORE,
+    TLS,
+)
 from distcache_node.cluster import loops
 from distcache_node.cluster.metrics import ClusterCollector
 from distcache_node.cluster.node import ClusterNode
@@ -29,9 +39,12 @@ from distcache_node.protocol import SECRET_HEADER
 def peer_check(app: web.Application) -> None:
     """/cluster/* admits a peer: a client certificate the TLS layer verified against the
     cluster CA that names the host of a ring member (or of this node: its URL) in its
-    subjectAltName (cluster/peerident.py), or the cluster secret. A certificate from the CA
-    for any other name is no peer: a CA is often shared with other workloads."""
+    subjectAltName (cluster/peerident.py), or the cluster secret (any key of the secret's
+    set: a rotated file's keys, and the dropped ones through their grace period). A
+    certificate from the CA for any other name is no peer: a CA is often shared with other
+    workloads."""
     config = app[CONFIG]
+    secrets = app[PEER_KEYS]
     names = PeerNames()
 
     def check(request: web.Request) -> None:
@@ -43,8 +56,7 @@ def peer_check(app: web.Application) -> None:
                                          (m.url for m in node.doc.members), node.url):
                 return  # verified by the TLS layer, and it names a member
         given = request.headers.get(SECRET_HEADER)
-        if config.cluster_secret and given is not None and keys_match(given,
-                                                                        config.cluster_secret):
+        if secrets.enabled and given is not None and secrets.accepts(given):
             return
         # The data API key is not a peer credential, not even for reads: people and
         # clients read GET /status.
@@ -62,7 +74,9 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     ssl_ctx = (client_ssl_context(config.tls_cert, config.tls_key, config.tls_ca)
                if config.tls_enabled else None)
     node.client_ssl = ssl_ctx
-    node.session = make_session(config.cluster_secret, ssl_ctx)
+    node.session = make_session(node.peer_keys.primary, ssl_ctx)
+    # A rotated cluster secret: calls to peers send the file's new first line from now on.
+    node.peer_keys.listeners.append(node.send_secret)
     tasks = []
     reloader = app[TLS]
     if ssl_ctx is not None and reloader is not None:
@@ -97,6 +111,7 @@ def setup_cluster(app: web.Application) -> None:
     config = app[CONFIG]
     node = ClusterNode(config, app[STORE], app[READY])
     node.tls = app[TLS]
+    node.api_keys, node.peer_keys = app[API_KEYS], app[PEER_KEYS]
     app[METRICS].registry.register(ClusterCollector(node))
     node.set_ready(False, "starting")
     app[CLUSTER] = node

@@ -1,5 +1,6 @@
 """The node's report of itself in the cluster (GET /cluster/status, and the basis of the
-people's view GET /status): ring, readiness, memory, peers and migration progress."""
+people's view GET /status): ring, readiness, memory, peers, migration progress, and what
+certificates and keys are loaded."""
 
 from __future__ import annotations
 
@@ -30,4 +31,8 @@ def node_status(node: ClusterNode) -> dict[str, object]:
         "max_memory": node.store.max_bytes,
         "peers": peers, "migration": node.migration.progress(),
         "tls": node.tls.report() if node.tls is not None else None,
+        # Fingerprints of the keys loaded, never the keys: the operator compares them with
+        # the Secret's to tell when every pod has taken a rotated key in.
+        "credentials": {"api_key": node.api_keys.report(),
+                        "cluster_secret": node.peer_keys.report()},
     }
