@@ -1,5 +1,7 @@
-"""The membership-change protocol against a fake ring store (with compare-and-swap) and fake
-members that report status like real nodes: no sockets."""
+"""The coordinator's I/O (publish, push, statuses, held rings), what keeps a ring from
+settling, and the capacity check, against a fake ring store (with compare-and-swap) and fake
+members that report status like real nodes: no sockets. The membership machine that decides
+what to publish is tested in test_resize.py."""
 
 from __future__ import annotations
 
@@ -8,12 +10,7 @@ from typing import Any
 import pytest
 
 from distcache_node.cluster import coordinator as coordinator_module
-from distcache_node.cluster.coordinator import (
-    CapacityError,
-    Coordinator,
-    RingConflict,
-    check_capacity,
-)
+from distcache_node.cluster.coordinator import Coordinator, RingConflict, check_capacity
 from distcache_node.cluster.ring import Member, RingDoc
 
 MiB = 1024 * 1024
@@ -76,85 +73,42 @@ def ring(*ids: str, version: int = 1, state: str = "active") -> RingDoc:
     return RingDoc(version, 2, tuple(Member(i, f"http://{i}:8080", state) for i in ids))
 
 
-@pytest.fixture(autouse=True)
-def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coordinator_module, "POLL", 0.001)
-    monkeypatch.setattr(coordinator_module, "CONFIRM", 0.005)
-
-
 def coordinator_for(store: MemoryRingStore, members: dict[str, FakeMember]) -> Coordinator:
-    return Coordinator(store, lambda m: members[m.id], timeout=5.0)  # type: ignore[arg-type,return-value]
+    return Coordinator(store, lambda m: members[m.id])  # type: ignore[arg-type,return-value]
 
 
-async def test_add_members_joins_then_activates() -> None:
-    members = {i: FakeMember(i, passes=3) for i in ("a", "b", "c", "d")}
-    store = MemoryRingStore(ring("a", "b", "c"))
-    final = await coordinator_for(store, members).add_members([Member("d", "http://d:8080")])
-    assert [m.state for m in final.members] == ["active"] * 4
-    assert [[m.state for m in d.members if m.id == "d"] for d in store.saved] == [
-        ["joining"], ["active"]]
-    # Every member heard both rings, in order.
-    assert all(m.rings == [2, 3] for m in members.values())
-
-
-async def test_remove_members_waits_for_placement_then_removes() -> None:
-    members = {i: FakeMember(i, passes=5) for i in ("a", "b", "c")}
-    store = MemoryRingStore(ring("a", "b", "c"))
-    final = await coordinator_for(store, members).remove_members(["c"])
-    assert [m.id for m in final.members] == ["a", "b"]
-    assert [m.state for m in store.saved[0].members] == ["active", "active", "leaving"]
-    assert members["c"].rings == [2, 3]  # the leaving member hears its removal too
-    assert store.doc == final
-
-
-async def test_shrink_refused_when_the_rest_cannot_hold_the_data() -> None:
-    # 3 members, each 50 MiB used of 64 MiB: 75 MiB of data at R=2 would need 75 MiB on each
-    # of 2 members.
-    members = {i: FakeMember(i, bytes_used=50 * MiB) for i in ("a", "b", "c")}
+async def test_publish_stores_then_pushes_to_every_member() -> None:
+    members = {i: FakeMember(i) for i in ("a", "b", "c")}
     before = ring("a", "b", "c")
     store = MemoryRingStore(before)
-    with pytest.raises(CapacityError) as refused:
-        await coordinator_for(store, members).remove_members(["c"])
-    assert refused.value.check.missing > 0
-    assert "cannot hold" in str(refused.value)
-    assert store.doc == before and store.saved == []  # nothing changed
-    assert all(m.rings == [] for m in members.values())
-    # The same shrink goes through when forced.
-    final = await coordinator_for(store, members).remove_members(["c"], force=True)
-    assert [m.id for m in final.members] == ["a", "b"]
+    after = ring("a", "b", "c", version=2, state="leaving")
+    await coordinator_for(store, members).publish(after, before)
+    assert store.doc == after
+    assert all(m.rings == [2] for m in members.values())
 
 
 async def test_a_concurrent_ring_change_is_a_conflict_and_pushes_nothing() -> None:
     members = {i: FakeMember(i) for i in ("a", "b", "c")}
-    store = MemoryRingStore(ring("a", "b", "c"))
+    before = ring("a", "b", "c")
+    store = MemoryRingStore(before)
     store.interloper = ring("a", "b", "c", version=7)
     with pytest.raises(RingConflict):
-        await coordinator_for(store, members).remove_members(["c"])
+        await coordinator_for(store, members).publish(ring("a", "b", version=2), before)
     assert store.doc is not None and store.doc.version == 7
     assert all(m.rings == [] for m in members.values())
 
 
-async def test_wait_settled_reports_what_is_pending() -> None:
-    members = {i: FakeMember(i, passes=2) for i in ("a", "b")}
-    seen: list[list[str]] = []
-    store = MemoryRingStore(ring("a", "b"))
-    coordinator = Coordinator(store, lambda m: members[m.id],  # type: ignore[arg-type,return-value]
-                              on_progress=lambda phase, info: seen.append(info["pending"]))
-    doc = ring("a", "b", version=2)
-    await coordinator.publish(doc, store.doc)
-    await coordinator.wait_settled(doc)
-    assert any(any("keys to move" in line for line in pending) for pending in seen)
-    assert seen[-1] == []
+class Unreachable(FakeMember):
+    async def status(self) -> dict[str, Any]:
+        raise coordinator_module.PeerError(self.id, "connection refused")
 
 
-async def test_wait_settled_gives_up_with_the_reason() -> None:
-    members = {"a": FakeMember("a", passes=10**6)}
-    store = MemoryRingStore(ring("a"))
-    coordinator = Coordinator(store, lambda m: members[m.id], timeout=0.05)  # type: ignore[arg-type,return-value]
-    doc = ring("a", version=2)
-    await coordinator.publish(doc, store.doc)
-    with pytest.raises(coordinator_module.CoordinatorError, match="a: 10 keys to move"):
-        await coordinator.wait_settled(doc)
+async def test_statuses_say_none_for_a_member_that_does_not_answer() -> None:
+    members = {"a": FakeMember("a"), "b": Unreachable("b")}
+    statuses = await coordinator_for(MemoryRingStore(None), members).statuses(  # type: ignore[arg-type]
+        [Member("a", "http://a:8080"), Member("b", "http://b:8080")])
+    assert statuses["a"] is not None and statuses["a"]["id"] == "a"
+    assert statuses["b"] is None
 
 
 @pytest.mark.parametrize(
@@ -204,17 +158,6 @@ def test_a_member_ahead_of_the_ring_is_a_conflict_not_settled() -> None:
     assert Coordinator.pending(doc, {"a": on_1, "b": on_1}) == []
     assert Coordinator.pending(doc, {"a": on_9, "b": on_1}) == [
         "a: on ring v9, ahead of v1 (conflict)"]
-
-
-async def test_remove_members_never_settles_on_a_ring_the_members_are_ahead_of() -> None:
-    members = {i: FakeMember(i) for i in ("a", "b", "c")}
-    for m in members.values():
-        m.ring_version = m.placed_version = 9  # the nodes run v9; the store was reset to v1
-    store = MemoryRingStore(ring("a", "b", "c", version=1))
-    coordinator = coordinator_for(store, members)
-    coordinator.timeout = 0.05
-    with pytest.raises(coordinator_module.CoordinatorError, match="ahead of"):
-        await coordinator.wait_settled(await store.load())
 
 
 class RingHolder(FakeMember):

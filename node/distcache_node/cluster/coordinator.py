@@ -1,23 +1,20 @@
-"""The membership-change protocol, shared by the local runner and the operator.
+"""A coordinator's I/O with the members and the ring record, and the capacity check.
 
-Scale up:   add members as `joining` -> every node adopts the ring and finishes migrating
-            -> mark them `active`.
-Scale down: check that the members that stay can hold the data -> mark members `leaving`
-            -> every node adopts the ring and finishes placing it (the surviving copy of
-            each key is sent to its new owner) -> remove them from the ring. Only then may
-            their processes stop.
+What to do next is decided by the one membership state machine (cluster/resize.py), for the
+operator and `distcache local scale` alike; this module carries it out and observes for it:
+publish a ring (compare-and-swap on the ring record, then push it to the members), push one
+again, read each member's status and the ring it holds, and say what keeps a ring from being
+settled (`pending`).
 
-Every step reads the ring from where it is kept (a file, a ConfigMap) and writes it back with
-compare-and-swap, so two coordinators never interleave a change and a coordinator that
-restarts half-way resumes from what the ring says.
+Every write to the ring record is a compare-and-swap on the ring read before, so two
+coordinators never interleave a change and a coordinator that restarts half-way resumes from
+what the ring says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,9 +22,6 @@ from typing import Any, Protocol
 from distcache_node.cluster.peers import PeerClient, PeerError
 from distcache_node.cluster.ring import Member, RingDoc, RingError
 
-log = logging.getLogger("distcache.coordinator")
-POLL = 0.1  # seconds between status polls while waiting for a ring to settle
-CONFIRM = 0.3  # before removing members: settled twice this far apart (see wait_settled)
 HEADROOM = 0.85  # a node is "full" past this share of --max-memory (placement spreads ±10%)
 
 
@@ -42,18 +36,6 @@ class RingStore(Protocol):
         """Store `doc` only if the stored ring is still `expected` (None: nothing stored);
         raise RingConflict otherwise."""
         ...
-
-
-class CoordinatorError(RuntimeError):
-    pass
-
-
-class CapacityError(CoordinatorError):
-    """A shrink the remaining members cannot hold."""
-
-    def __init__(self, check: CapacityCheck) -> None:
-        super().__init__(check.message)
-        self.check = check
 
 
 @dataclass(frozen=True)
@@ -108,13 +90,9 @@ class Coordinator:
         self,
         store: RingStore,
         client_for: Callable[[Member], PeerClient],
-        timeout: float = 300.0,
-        on_progress: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.store = store
         self.client_for = client_for
-        self.timeout = timeout
-        self.on_progress = on_progress or (lambda phase, info: None)
 
     async def publish(self, doc: RingDoc, expected: RingDoc | None) -> RingDoc:
         """Persist the ring (compare-and-swap on `expected`), then push it to every member
@@ -186,62 +164,3 @@ class Coordinator:
                 pending.append(f"{member.id}: {migration['surplus']} copies to drop once "
                                "every member has placed the ring")
         return pending
-
-    async def wait_settled(self, doc: RingDoc, confirm: bool = False) -> None:
-        """Until every member runs this ring version and has finished placing it. With
-        `confirm` (members are about to be removed and stopped), settled twice CONFIRM
-        apart: a write still in flight on the old ring that lands on a leaving member
-        re-wakes its migration, and the second look catches it."""
-        deadline = time.monotonic() + self.timeout
-        settled_since: float | None = None
-        while True:
-            pending = self.pending(doc, await self.statuses(doc.members))
-            self.on_progress("migrating", {"version": doc.version, "pending": pending})
-            if not pending:
-                if not confirm or (settled_since is not None
-                                   and time.monotonic() - settled_since >= CONFIRM):
-                    return
-                settled_since = settled_since or time.monotonic()
-            else:
-                settled_since = None
-            if time.monotonic() > deadline:
-                raise CoordinatorError(f"ring v{doc.version} did not settle: {pending}")
-            await asyncio.sleep(POLL)
-
-    async def add_members(self, new: Sequence[Member]) -> RingDoc:
-        doc = await self.store.load()
-        known = {m.id for m in doc.members}
-        joining = [Member(m.id, m.url, "joining") for m in new if m.id not in known]
-        if joining:
-            doc = await self.publish(doc.with_members([*doc.members, *joining]), doc)
-        await self.wait_settled(doc)
-        ids = {m.id for m in new}
-        if any(m.state == "joining" for m in doc.members if m.id in ids):
-            doc = await self.publish(doc.with_state(ids, "active"), doc)
-            await self.wait_settled(doc)
-        return doc
-
-    async def capacity_for(self, doc: RingDoc, leaving: set[str]) -> CapacityCheck:
-        statuses = await self.statuses(doc.members)
-        remaining = [m.id for m in doc.members if m.id not in leaving]
-        return check_capacity(statuses, remaining, doc.replication)
-
-    async def remove_members(self, member_ids: Sequence[str], force: bool = False) -> RingDoc:
-        """Drain and remove members. Refuses (CapacityError, nothing changed) when the rest
-        cannot hold the data, unless `force`."""
-        doc = await self.store.load()
-        ids = {i for i in member_ids if doc.member(i) is not None}
-        if not ids:
-            return doc
-        if any(m.state != "leaving" for m in doc.members if m.id in ids):
-            check = await self.capacity_for(doc, ids)
-            if not check.ok and not force:
-                raise CapacityError(check)
-            doc = await self.publish(doc.with_state(ids, "leaving"), doc)
-        await self.wait_settled(doc, confirm=True)
-        final = doc.with_members(m for m in doc.members if m.id not in ids)
-        await self.store.save(final, doc)
-        # The leaving members hear it too, so they stop serving as members.
-        await self.push(final, doc.members)
-        await self.wait_settled(final)
-        return final

@@ -27,10 +27,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from distcache_node.cluster.coordinator import CapacityError, Coordinator, RingConflict
+from distcache_node.cluster.coordinator import Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient, client_ssl_context, make_session
 from distcache_node.cluster.ring import Member, RingDoc
 from distcache_node.local import certs
+from distcache_node.local.scale import Scaler
 
 
 @dataclass
@@ -82,6 +83,13 @@ class FileRingStore:
     async def load(self) -> RingDoc:
         return RingDoc.from_json(orjson.loads(self.path.read_bytes()))
 
+    async def load_or_none(self) -> RingDoc | None:
+        """The ring, or None when there is no ring file (deleted by hand)."""
+        try:
+            return await self.load()
+        except FileNotFoundError:
+            return None
+
     def reset(self, doc: RingDoc) -> None:
         """A new cluster's first ring, over whatever an earlier cluster left in the folder."""
         _atomic_write(self.path, orjson.dumps(doc.to_json(), option=orjson.OPT_INDENT_2))
@@ -91,10 +99,7 @@ class FileRingStore:
         lock_path = self.path.with_name(f".{self.path.name}.lock")
         with open(lock_path, "w") as lock:  # noqa: ASYNC230
             fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                current: RingDoc | None = await self.load()
-            except FileNotFoundError:
-                current = None
+            current = await self.load_or_none()
             if current != expected:
                 raise RingConflict(
                     f"{self.path} changed under us: expected ring "
@@ -151,28 +156,32 @@ class LocalCluster:
     def client(self, member: Member) -> PeerClient:
         return PeerClient(member.id, member.url, self.session(), timeout=10.0)
 
-    def coordinator(self, verbose: bool = True) -> Coordinator:
-        last: list[str] = []
+    def ring_store(self) -> FileRingStore:
+        return FileRingStore(self.ring_path)
 
-        def progress(phase: str, info: dict[str, Any]) -> None:
-            line = f"  ring v{info['version']}: " + ("; ".join(info["pending"]) or "settled")
-            if verbose and line != (last[0] if last else None):
-                print(line, flush=True)
-                last[:] = [line]
-
-        return Coordinator(FileRingStore(self.ring_path), self.client, on_progress=progress)
+    def coordinator(self) -> Coordinator:
+        return Coordinator(self.ring_store(), self.client)
 
     # -- processes -----------------------------------------------------------------------------
+    # Nodes are numbered like a StatefulSet's pods: node-N listens on base port + N.
+    @staticmethod
+    def node_id(ordinal: int) -> str:
+        return f"node-{ordinal}"
+
+    @staticmethod
+    def ordinal(node_id: str) -> int:
+        return int(node_id.rsplit("-", 1)[1])
+
+    def node_url(self, ordinal: int) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.state.base_port + ordinal}"
+
+    def new_node(self, ordinal: int) -> NodeProc:
+        return NodeProc(self.node_id(ordinal), self.state.base_port + ordinal,
+                        self.node_url(ordinal))
+
     def _next_nodes(self, count: int) -> list[NodeProc]:
-        used = {int(n.id.rsplit("-", 1)[1]) for n in self.state.nodes}
-        out: list[NodeProc] = []
-        index = 0
-        while len(out) < count:
-            if index not in used:
-                port = self.state.base_port + index
-                out.append(NodeProc(f"node-{index}", port, f"{self.scheme}://127.0.0.1:{port}"))
-            index += 1
-        return out
+        used = {self.ordinal(n.id) for n in self.state.nodes}
+        return [self.new_node(i) for i in range(count + len(used)) if i not in used][:count]
 
     def _command(self, node: NodeProc) -> list[str]:
         cmd = [
@@ -217,14 +226,18 @@ class LocalCluster:
                                            timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if resp.status == 200:
                             break
-                if not _alive(node.pid):
-                    raise SystemExit(f"{node.id} exited; {self._log_tail(node)}")
+                if not self.alive(node):
+                    raise SystemExit(f"{node.id} exited; {self.log_tail(node)}")
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{node.id} not ready after {timeout:.0f}s; "
-                                     f"{self._log_tail(node)}")
+                                     f"{self.log_tail(node)}")
                 await asyncio.sleep(0.1)
 
-    def _log_tail(self, node: NodeProc, lines: int = 20) -> str:
+    @staticmethod
+    def alive(node: NodeProc) -> bool:
+        return bool(node.pid) and _alive(node.pid)
+
+    def log_tail(self, node: NodeProc, lines: int = 20) -> str:
         """The end of a node's log, for an error that says why it did not come up."""
         path = self.dir / f"{node.id}.log"
         try:
@@ -236,9 +249,19 @@ class LocalCluster:
     def stop(self, *nodes: NodeProc, timeout: float = 15.0) -> None:
         """SIGTERM by PID (a graceful stop), all at once so their shutdown drains overlap;
         SIGKILL only for one that does not exit in time."""
-        pids = [n.pid for n in nodes if n.pid and _alive(n.pid)]
-        for pid in pids:
+        self.terminate(*nodes)
+        self.reap(*nodes, timeout=timeout)
+
+    @staticmethod
+    def terminate(*nodes: NodeProc) -> None:
+        """SIGTERM by PID, without waiting: each node drains for --shutdown-drain, then exits."""
+        for pid in [n.pid for n in nodes if n.pid and _alive(n.pid)]:
             os.kill(pid, signal.SIGTERM)
+
+    @staticmethod
+    def reap(*nodes: NodeProc, timeout: float = 15.0) -> None:
+        """Wait for terminated nodes to exit; SIGKILL one that does not in time."""
+        pids = [n.pid for n in nodes if n.pid and _alive(n.pid)]
         deadline = time.monotonic() + timeout
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -259,49 +282,14 @@ class LocalCluster:
         await self.wait_ready(nodes)
 
     async def scale(self, count: int, force: bool = False) -> float:
-        """Grow or shrink to `count` nodes; returns when the ring settled (time.monotonic()),
-        before removed nodes finish their shutdown drain."""
-        current = sorted(self.state.nodes, key=lambda n: int(n.id.rsplit("-", 1)[1]))
-        settled = time.monotonic()
-        coordinator = self.coordinator()
-        if count > len(current):
-            new = self._next_nodes(count - len(current))
-            doc = await coordinator.store.load()
-            joining = doc.with_members([*doc.members, *(Member(n.id, n.url, "joining")
-                                                        for n in new)])
-            # The ring is written before the processes start, so they come up as members.
-            await coordinator.publish(joining, doc)
-            for node in new:
-                self.spawn(node)
-            self.state.nodes = current + new
-            self.state.save(self.dir)
-            await self.wait_ready(new)
-            await coordinator.add_members([Member(n.id, n.url) for n in new])
-            settled = time.monotonic()
-        elif count < len(current):
-            if count < 1:
-                raise SystemExit("a cluster needs at least one node; use Ctrl-C on `up` to stop")
-            gone = current[count:]
-            try:
-                await coordinator.remove_members([n.id for n in gone], force=force)
-            except CapacityError as exc:
-                raise SystemExit(f"refusing to shrink to {count} node(s): {exc} "
-                                 "(nothing changed; raise --max-memory, delete keys, or "
-                                 "pass --force to accept evictions)") from None
-            except RingConflict as exc:
-                raise SystemExit(f"ring changed by someone else; nothing changed: {exc}") \
-                    from None
-            settled = time.monotonic()
-            # Out of the ring now; each still drains for --shutdown-drain after SIGTERM (a
-            # client on the old ring may still call it).
-            self.stop(*gone)
-            self.state.nodes = current[:count]
-            self.state.save(self.dir)
-        return settled
+        """Grow or shrink to `count` nodes through the shared membership machine (see
+        local/scale.py); returns when the ring settled (time.monotonic()), before removed
+        nodes finish their shutdown drain."""
+        return await Scaler(self, count, force).run()
 
     async def status(self) -> list[dict[str, Any]]:
-        doc = await FileRingStore(self.ring_path).load()
-        statuses = await self.coordinator(verbose=False).statuses(doc.members)
+        doc = await self.ring_store().load()
+        statuses = await self.coordinator().statuses(doc.members)
         rows = []
         for member in doc.members:
             status = statuses.get(member.id)
