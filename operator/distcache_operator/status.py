@@ -52,14 +52,18 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
             previous: Mapping[str, Any], error: str | None = None,
             pod_problems: Mapping[str, str] | None = None,
             notes: Sequence[str] = (), tls_problem: str | None = None,
-            tls_invalid: str | None = None) -> dict[str, Any]:
+            tls_invalid: str | None = None, member_lost: str | None = None
+            ) -> dict[str, Any]:
     """The whole status (merge-patched over the old one). `error`: a problem the user must
     fix (missing Secret, bad spec) found before or while acting; `pod_problems`: pods whose
     container cannot run (bad image, crash loop), by name; `notes`: what is not there but
     does not degrade the cache (a ServiceMonitor whose API is not served), appended to the
     Available message; `tls_problem`: pods that have not loaded a step of a move to a new CA
     within the operator's patience (the move waits for them); `tls_invalid`: a CA or
-    certificate the operator cannot use (the pods go on with what they mount)."""
+    certificate the operator cannot use (the pods go on with what they mount);
+    `member_lost`: a member dropped undrained, said until the survivors have re-replicated
+    its keys (handlers.membership.member_lost): before everything but `error`, since some
+    keys have fewer copies than asked for while it lasts."""
     gen = dc.generation
     prev_conditions = previous.get("conditions") or []
     ring = obs.ring
@@ -78,14 +82,14 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
 
     if error:
         degraded = (True, "InvalidSpec" if action.kind == "invalid" else "Error", error)
+    elif member_lost or action.kind == "drop_dead":
+        degraded = (True, "MemberLost", member_lost or action.reason)
     elif pod_problems:
         degraded = (True, "PodsFailing", "; ".join(
             f"{pod}: {why}" for pod, why in sorted(pod_problems.items()))
             + " (check spec.image, spec.imagePullPolicy and the pod's logs)")
     elif action.kind == "refuse":
         degraded = (True, refusal_reason(action), action.reason)
-    elif action.kind == "drop_dead":
-        degraded = (True, "MemberLost", action.reason)
     elif action.degraded:
         degraded = (True, *action.degraded)
     elif tls_invalid:
@@ -130,7 +134,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         condition("Degraded", degraded[0], degraded[1], degraded[2], gen, prev_conditions, now),
         condition("Migrating", mig[0], mig[1], mig[2], gen, prev_conditions, now),
     ]
-    if error or pod_problems or tls_problem or tls_invalid \
+    if error or pod_problems or tls_problem or tls_invalid or member_lost \
             or action.kind in ("refuse", "drop_dead"):
         phase = "Degraded"
     elif migrating:

@@ -24,14 +24,15 @@ def test_peering_with_distinct_priorities_and_namespaces() -> None:
 
 def test_no_handler_puts_a_finalizer_on_a_distcache() -> None:
     """A finalizer would leave a DistCache (and its namespace) Terminating whenever the
-    operator is removed first; kopf adds one for any handler that requires it, timers
-    always (kopf_main._without_finalizer undoes that for ours). The namespace deletion
-    itself: e2e/test_operator_v2.py."""
+    operator is removed first; kopf adds one for any handler that requires it, daemons and
+    timers always (kopf_main._without_finalizer undoes that for ours). The namespace
+    deletion itself: e2e/test_operator_v2.py."""
     import kopf
 
     import distcache_operator.kopf_main  # noqa: F401 - registers the handlers
 
     registry = kopf.get_default_registry()
     handlers = [*registry._spawning.get_all_handlers(), *registry._changing.get_all_handlers()]
-    assert any(h.id == "tick" for h in handlers)
+    daemons = [h for h in handlers if type(h).__name__ == "DaemonHandler"]
+    assert [h.id for h in daemons] == ["life"], "one daemon per DistCache"
     assert not [h.id for h in handlers if h.requires_finalizer], "a handler needs a finalizer"

@@ -1,6 +1,7 @@
-"""Reconciler._monitoring's decisions against a scripted stand-in for the API layer (the real
-API server path is e2e/test_operator_monitoring.py on kind; a 403 from RBAC that predates
-ServiceMonitors cannot be produced there without breaking the shared operator's RBAC)."""
+"""handlers.owned.ensure_monitoring's decisions against a scripted stand-in for the API
+layer (the real API server path is e2e/test_operator_monitoring.py on kind; a 403 from RBAC
+that predates ServiceMonitors cannot be produced there without breaking the shared
+operator's RBAC)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from distcache_operator.handlers.reconcile import Reconciler, _Cache
+from distcache_operator.handlers.memory import DistCacheMemory
+from distcache_operator.handlers.owned import ensure_monitoring
 from distcache_operator.kubeapi import ApiError
 
 
@@ -36,9 +38,10 @@ class FakeApi:
         self.calls.append(("event", reason))
 
 
-async def _run(api: FakeApi, dc: Any, c: _Cache | None = None) -> _Cache:
-    c = c or _Cache()
-    await Reconciler(api)._monitoring(dc, c)  # type: ignore[arg-type]
+async def _run(api: FakeApi, dc: Any, c: DistCacheMemory | None = None) -> DistCacheMemory:
+    c = c or DistCacheMemory()
+    notes = await ensure_monitoring(api, dc, c)  # type: ignore[arg-type]
+    assert notes == c.notes  # returned, and kept for the steps that do not apply
     return c
 
 
