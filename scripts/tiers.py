@@ -5,7 +5,8 @@
 
     tier        tests              what runs                         needs (set up here)
     unit        tests/unit         in-process                        -
-    chart       tests/unit/chart   the Helm chart rendered           helm (Go module proxy)
+    chart       tests/unit/chart   the Helm chart rendered, linted   helm, kube-score (Go
+                                                                     module proxy)
     http        tests/http         a real node on a loopback socket  -
     cluster     tests/cluster      node processes on loopback        faketime (Debian)
     monitoring  tests/monitoring   promtool, a real Prometheus       prometheus (Debian)
@@ -107,6 +108,13 @@ def helm() -> str:
     return path
 
 
+def kube_score() -> str:
+    path = run_step([str(ROOT / "scripts" / "kube-score.sh"), "--path"],
+                    "kube-score not built", capture=True).strip()
+    os.environ["KUBE_SCORE"] = path  # tests/unit/chart/test_kube_score.py uses this one
+    return path
+
+
 def docker() -> str:
     """A Docker engine able to run kind's privileged nodes (started, or installed, here)."""
     proc = subprocess.run([str(KIND_SCRIPTS / "preflight.sh"), "--start-docker"], cwd=ROOT,
@@ -195,7 +203,8 @@ def kind_cluster() -> Iterator[dict[str, str]]:
 
 TIERS = [
     Tier("unit", "in-process", "unit", ["tests"]),
-    Tier("chart", "the Helm chart rendered, manifests/ in sync", "chart", ["tests"], [helm]),
+    Tier("chart", "the Helm chart rendered, manifests/ in sync, kube-score", "chart", ["tests"],
+         [helm, kube_score]),
     Tier("http", "a real node on a loopback socket", "http", ["tests"]),
     Tier("cluster", "node processes on loopback", "cluster", ["tests"],
          [debian("faketime", "faketime")]),

@@ -134,6 +134,26 @@ def default_spread(dc: DistCache) -> tuple[dict[str, Any], list[dict[str, Any]]]
     return affinity, spread
 
 
+# The node writes nothing to disk (read-only root, /tmp in memory): its ephemeral storage is
+# its log, which kubelet rotates (5 files of 10Mi by default). The request reserves that on the
+# node; the limit is far above it because a pod over its limit is evicted, and an evicted cache
+# pod drops its share of the keys: it only stops a runaway from filling the node's disk.
+DEFAULT_EPHEMERAL_STORAGE = {"requests": "64Mi", "limits": "1Gi"}
+
+
+def node_resources(dc: DistCache) -> dict[str, Any]:
+    """spec.resources, with an ephemeral-storage request and limit where it names neither (a
+    pod without them can fill its node's disk and is evicted first under disk pressure).
+    Where the user names either, both are left as given: a default beside a user's value
+    could contradict it (a 64Mi request over a 32Mi limit), and a limit alone is also the
+    request (Kubernetes' default)."""
+    given = dc.spec.resources
+    if any("ephemeral-storage" in (given.get(part) or {}) for part in ("requests", "limits")):
+        return given
+    return {**given, **{part: {**(given.get(part) or {}), "ephemeral-storage": quantity}
+                        for part, quantity in DEFAULT_EPHEMERAL_STORAGE.items()}}
+
+
 def node_args(dc: DistCache) -> list[str]:
     s = dc.spec
     args = [
@@ -185,7 +205,7 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
         "readinessProbe": {"httpGet": probe, "periodSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {**probe, "path": "/healthz"}, "initialDelaySeconds": 5,
                           "periodSeconds": 10, "failureThreshold": 3},
-        "resources": s.resources,
+        "resources": node_resources(dc),
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
