@@ -1,9 +1,9 @@
 """kube-score, the common Kubernetes linter, on what a DistCache install runs.
 
 The objects: those the operator builds for manifests/examples/production.yaml (the pure
-builders, as Reconciler._apply_owned applies them: both Services, the PodDisruptionBudget, the
-NetworkPolicy, the StatefulSet) and the chart's default render (the operator's Deployment and
-its Service, RBAC). The pinned kube-score (scripts/kube-score.sh) scores them; every CRITICAL
+builders, as handlers/owned.apply_owned applies them: both Services, the PodDisruptionBudget,
+the NetworkPolicy, the StatefulSet) and the chart's default render (the operator's Deployment
+and its Service, RBAC). The pinned kube-score (scripts/kube-score.sh) scores them; every CRITICAL
 or WARNING must be in ALLOWED, where each entry says why the project does otherwise, and the
 chart README's "Linting" section repeats it for users. An allowance nothing needs any more
 fails too, so the list never hides a finding that came back.
@@ -93,7 +93,7 @@ def kube_score() -> str:
 
 
 def operator_objects(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """What the operator applies for this DistCache, as Reconciler._apply_owned does."""
+    """What the operator applies for this DistCache, as handlers/owned.apply_owned does."""
     body = {**body, "metadata": {**body["metadata"], "namespace": NAMESPACE, "uid": "uid-1",
                                  "generation": 1}}
     dc = DistCache.from_body(body)
