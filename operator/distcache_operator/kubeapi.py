@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -100,26 +101,30 @@ class _CountingClient(client.ApiClient):
                                _preload_content, _request_timeout or TIMEOUT)
 
 
-async def _configuration() -> tuple[Any, str | None]:
+async def _configuration() -> tuple[client.Configuration, str | None, str]:
     """In a pod, the ServiceAccount; else the kubeconfig. Certificate and key data in a
     kubeconfig are files for the library (and for Python's ssl): they are written to a
-    private folder (returned), which connect removes as soon as the client has read it."""
+    private folder (returned), which connect removes as soon as the client has read it;
+    and where the configuration came from, for errors."""
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return cfg, None
+        return cfg, None, "the pod's ServiceAccount"
     except config.ConfigException:
         pass
     scratch = tempfile.mkdtemp(prefix="distcache-kube-")
     try:
-        loader = await config.load_kube_config(client_configuration=cfg,
+        # $KUBECONFIG read now (the library's default is read once, at its import); a
+        # list of files (a:b) is merged by the library as kubectl does.
+        path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        loader = await config.load_kube_config(config_file=path, client_configuration=cfg,
                                                temp_file_path=scratch, persist_config=False)
     except BaseException:
         _remove_scratch(scratch)
         raise
     if getattr(loader, "exec_plugin_expiry", None) is not None:
         cfg.refresh_api_key_hook = _exec_token_refresher(loader)
-    return cfg, scratch
+    return cfg, scratch, f"kubeconfig {path}"
 
 
 def _exec_token_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
@@ -148,7 +153,7 @@ class KubeApi:
     methods: the answer as plain JSON-shaped data (dicts with the API's camelCase names),
     a refusal as ApiError."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: client.ApiClient) -> None:
         self.client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
@@ -158,12 +163,15 @@ class KubeApi:
 
     @classmethod
     async def connect(cls) -> KubeApi:
-        cfg, scratch = await _configuration()
+        cfg, scratch, source = await _configuration()
         # The operator builds its bodies as dicts and reads answers as dicts; the models'
         # client-side checks would only refuse server data newer than this library.
         cfg.client_side_validation = False
         try:
             return cls(_CountingClient(cfg))  # the SSL context reads certificates here
+        except ssl.SSLError as exc:  # OpenSSL's own words name no file ("PEM lib")
+            raise config.ConfigException(
+                f"{source}: the CA, client certificate or key cannot be used: {exc}") from exc
         finally:
             if scratch is not None:
                 _remove_scratch(scratch)
