@@ -50,6 +50,27 @@ def free_port_range(count: int) -> int:
     raise RuntimeError("no free port range")
 
 
+def publish_secret_volume(volume: Path, version: str, files: dict[str, bytes]) -> None:
+    """What kubelet (its AtomicWriter) does to a Secret volume: the files in a new
+    `..<version>` folder, `..data` swapped to it in one rename, the old folder removed; the
+    visible names are created once, as relative symlinks `name -> ..data/name`."""
+    folder = volume / f"..{version}"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
+    tmp = volume / "..data_tmp"
+    os.symlink(folder.name, tmp)
+    os.replace(tmp, volume / "..data")
+    for name in files:
+        if not (volume / name).is_symlink():
+            os.symlink(f"..data/{name}", volume / name)
+    if old:
+        for f in (volume / old).iterdir():
+            f.unlink()
+        (volume / old).rmdir()
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test runner's own DISTCACHE_* variables must not leak into the node."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTCACHE_")}

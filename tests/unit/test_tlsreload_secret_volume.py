@@ -5,7 +5,6 @@ files' own paths never change; only the target of `..data` does."""
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
@@ -15,26 +14,7 @@ from cryptography import x509
 
 from distcache_node.local import certs
 from distcache_node.tlsreload import CertReloader
-
-
-def _publish(volume: Path, version: str, files: dict[str, bytes]) -> None:
-    """What kubelet does: a new ..<timestamp> folder, ..data swapped to it atomically, the
-    old folder removed; the user-visible names are created once, as relative symlinks."""
-    folder = volume / f"..{version}"
-    folder.mkdir()
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
-    tmp = volume / "..data_tmp"
-    os.symlink(folder.name, tmp)
-    os.replace(tmp, volume / "..data")
-    for name in files:
-        if not (volume / name).is_symlink():
-            os.symlink(f"..data/{name}", volume / name)
-    if old:
-        for f in (volume / old).iterdir():
-            f.unlink()
-        (volume / old).rmdir()
+from support import publish_secret_volume as _publish
 
 
 def _files(tmp: Path, tag: str, ca: Path) -> dict[str, bytes]:
