@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from distcache_operator import metrics
 from distcache_operator.handlers.memory import DistCacheMemory
@@ -29,7 +30,12 @@ MIN_GAP = 1.0  # seconds from one step's end to a woken one: a burst of pod even
 WATCH_RETRY = 5.0  # seconds before a pod watch that failed is opened again
 
 
-async def run(api: Api, namespace: str, name: str, uid: str, mem: DistCacheMemory) -> None:
+StepFn = Callable[[Api, str, str, str, DistCacheMemory], Awaitable[float | None]]
+
+
+async def run(api: Api, namespace: str, name: str, uid: str, mem: DistCacheMemory,
+              step: StepFn = run_step) -> None:
+    """Steps the DistCache (`step`: handlers.step.run_step) until it is gone or stopped."""
     loop = asyncio.get_running_loop()
     selector = DistCache(name, namespace, uid, 0, spec=DistCacheSpec()).selector
     watcher = asyncio.create_task(watch_pods(api, namespace, selector, mem),
@@ -37,7 +43,7 @@ async def run(api: Api, namespace: str, name: str, uid: str, mem: DistCacheMemor
     try:
         while not mem.stopping:
             mem.wake.clear()  # a poke from here on steps again at once
-            delay = await run_step(api, namespace, name, uid, mem)
+            delay = await step(api, namespace, name, uid, mem)
             if delay is None:
                 log.info("%s/%s: gone", namespace, name)
                 metrics.forget(namespace, name)

@@ -148,7 +148,7 @@ class FakePeer:
 
         got = self.nodes.get(self.member.id)
         if got is None:
-            raise PeerError(f"{self.member.id}: unreachable")
+            raise PeerError(self.member.id, "unreachable")
         return got
 
     async def status(self) -> dict[str, Any]:
