@@ -168,13 +168,17 @@ class KubeApi:
         # client-side checks would only refuse server data newer than this library.
         cfg.client_side_validation = False
         try:
-            return cls(_CountingClient(cfg))  # the SSL context reads certificates here
+            api_client = _CountingClient(cfg)  # the SSL context reads certificates here
         except ssl.SSLError as exc:  # OpenSSL's own words name no file ("PEM lib")
             raise config.ConfigException(
                 f"{source}: the CA, client certificate or key cannot be used: {exc}") from exc
         finally:
             if scratch is not None:
                 _remove_scratch(scratch)
+        # Audit logs and `kubectl get --raw /metrics` name clients by it (the library's own
+        # is the code generator's).
+        api_client.user_agent = "distcache-operator"
+        return cls(api_client)
 
     async def close(self) -> None:
         await self.client.close()

@@ -173,3 +173,10 @@ async def test_no_kubeconfig_and_no_service_account_is_a_clear_error(
     with pytest.raises(ConfigException, match="kube-config"):
         await KubeApi.connect()
     assert list(scratch_tmp.iterdir()) == []
+
+
+async def test_requests_name_the_operator_as_their_user_agent(
+        scratch_tmp: Path, kubeconfig_with_key_data: tuple[Path, bytes]) -> None:
+    # Audit logs and API Priority and Fairness tell clients apart by it.
+    async for kube in _connect():
+        assert kube.client.user_agent == "distcache-operator"
