@@ -38,6 +38,9 @@ async def run(api: Api, namespace: str, name: str, uid: str, mem: DistCacheMemor
     """Steps the DistCache (`step`: handlers.step.run_step) until it is gone or stopped."""
     loop = asyncio.get_running_loop()
     selector = DistCache(name, namespace, uid, 0, spec=DistCacheSpec()).selector
+    # kopf stops a daemon when the operator pauses (a peer of higher priority took over) and
+    # starts it again on the same memo when it resumes: a stop is for the run it ended.
+    mem.stopping = False
     watcher = asyncio.create_task(watch_pods(api, namespace, selector, mem),
                                   name=f"pods of {namespace}/{name}")
     try:

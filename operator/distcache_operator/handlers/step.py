@@ -30,6 +30,7 @@ from distcache_operator.model import DistCache, DistCacheSpec, SpecError
 
 log = logging.getLogger("distcache.operator")
 RETRY_DELAY = 2.0  # seconds before the next step after an API server or node call failed
+BUG_DELAY = 10.0  # seconds before the next step after one that raised something unexpected
 
 
 async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory) -> float:
@@ -91,6 +92,13 @@ async def run_step(api: Api, namespace: str, name: str, uid: str,
         log.warning("%s/%s: step failed, retrying: %s", namespace, name, exc)
         metrics.STEPS.labels("retry").inc()
         delay = RETRY_DELAY
+    except Exception:
+        # A fault of the operator itself (a bug): its traceback, and the next step as for any
+        # failure, rather than the daemon ending (kopf would restart it only after its
+        # backoff, and the DistCache would go unwatched meanwhile).
+        log.exception("%s/%s: step failed", namespace, name)
+        metrics.STEPS.labels("retry").inc()
+        delay = BUG_DELAY
     metrics.STEP_SECONDS.observe(loop.time() - started)
     return delay
 

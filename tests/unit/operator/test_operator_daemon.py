@@ -86,3 +86,19 @@ async def test_a_failed_pod_watch_is_opened_again(monkeypatch: pytest.MonkeyPatc
                                           steps))
     await asyncio.wait_for(task, 2.0)
     assert len(opened) == 3 and len(steps.at) == 3
+
+
+async def test_a_daemon_started_again_after_a_pause_steps_again() -> None:
+    """kopf stops the daemons while the operator is paused (a peer of higher priority runs)
+    and starts them again on the same memo: the stop must not outlive the run it ended."""
+    api, mem = FakeApi(), DistCacheMemory()
+    first = Steps(60.0)
+    task = asyncio.create_task(daemon.run(api, "ns", "cache", "uid-1", mem,  # type: ignore[arg-type]
+                                          first))
+    await asyncio.sleep(0.1)
+    mem.stop()
+    await asyncio.wait_for(task, 1.0)
+    again = Steps(0.0)
+    await asyncio.wait_for(daemon.run(api, "ns", "cache", "uid-1", mem,  # type: ignore[arg-type]
+                                      again), 1.0)
+    assert len(again.at) == 2  # stepped (then found it gone)
