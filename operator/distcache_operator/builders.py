@@ -18,6 +18,11 @@ from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
 TLS_DIR = "/etc/distcache/tls"
+# The API key and the cluster secret reach the pods as files of mounted Secrets, which
+# kubelet updates in place and the node re-reads (keyfile.py): a rotated key reaches every
+# pod without a restart. An environment variable is fixed for the container's life.
+API_KEY_FILE = "/etc/distcache/api-key/api-key"
+CLUSTER_SECRET_FILE = "/etc/distcache/peer/cluster-secret"
 SERVICE_ROLE_LABEL = "distcache.io/service"
 CERT_MANAGER_API = "cert-manager.io/v1"
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -165,6 +170,8 @@ def node_args(dc: DistCache) -> list[str]:
         f"--ring-file={RING_DIR}/{RING_KEY}",
         f"--replication={s.replication_factor}",
         f"--max-memory={s.max_memory}",
+        f"--api-key-file={API_KEY_FILE}",
+        f"--cluster-secret-file={CLUSTER_SECRET_FILE}",
     ]
     if s.tls_enabled:
         args += [f"--tls-cert={TLS_DIR}/tls.crt", f"--tls-key={TLS_DIR}/tls.key",
@@ -181,8 +188,9 @@ def node_args(dc: DistCache) -> list[str]:
 def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
     """`replicas` is the operator's decision (the ring's members, or more while growing),
     not spec.replicas: the StatefulSet shrinks only after the ring lets the pods go.
-    Nothing about the certificate is on the template: a renewed one reaches the pods through
-    the mounted Secret, which they reload without a restart."""
+    Nothing about the certificate or the keys is on the template: a renewed certificate or a
+    rotated key reaches the pods through the mounted Secrets, which they reload without a
+    restart (a key dropped from its Secret stays accepted for a grace period)."""
     s = dc.spec
     api_key = dc.api_key_secret
     probe = {"path": "/readyz", "port": PORT, "scheme": dc.scheme.upper()}
@@ -195,11 +203,6 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE",
              "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "DISTCACHE_API_KEY",
-             "valueFrom": {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}},
-            {"name": "DISTCACHE_CLUSTER_SECRET",
-             "valueFrom": {"secretKeyRef": {"name": dc.cluster_secret,
-                                            "key": "cluster-secret"}}},
         ],
         "ports": [{"name": dc.scheme, "containerPort": PORT}],
         "readinessProbe": {"httpGet": probe, "periodSeconds": 2, "failureThreshold": 2},
@@ -211,6 +214,10 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "ring", "mountPath": RING_DIR, "readOnly": True},
+            # Whole folders, never subPath: kubelet does not update a subPath mount.
+            {"name": "api-key", "mountPath": API_KEY_FILE.rsplit("/", 1)[0], "readOnly": True},
+            {"name": "peer", "mountPath": CLUSTER_SECRET_FILE.rsplit("/", 1)[0],
+             "readOnly": True},
         ],
     }
     pod_spec: dict[str, Any] = {
@@ -225,6 +232,14 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
         "volumes": [
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
             {"name": "ring", "configMap": {"name": dc.ring_configmap}},
+            # Only the key the node reads, under a fixed name, whatever else the Secret holds.
+            {"name": "api-key", "secret": {
+                "secretName": api_key.name, "defaultMode": 0o440,
+                "items": [{"key": api_key.key, "path": API_KEY_FILE.rsplit("/", 1)[1]}]}},
+            {"name": "peer", "secret": {
+                "secretName": dc.cluster_secret, "defaultMode": 0o440,
+                "items": [{"key": "cluster-secret",
+                           "path": CLUSTER_SECRET_FILE.rsplit("/", 1)[1]}]}},
         ],
     }
     if s.tls_enabled:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from distcache_node.cluster.ring import RingDoc
 from distcache_operator import builders
 from distcache_operator.builders import (
@@ -65,12 +67,34 @@ def test_node_settings_come_from_the_spec_and_secrets_from_secret_refs(make_dc) 
     assert "--write-quorum=2" in c["args"] and "--rate-limit=100" in c["args"]
     assert "--rate-limit-burst=50" in c["args"]
     assert f"--ring-file={builders.RING_DIR}/ring.json" in c["args"]
-    env = {e["name"]: e.get("valueFrom") for e in c["env"]}
-    assert env["DISTCACHE_API_KEY"] == {"secretKeyRef": {"name": "mine", "key": "k"}}
-    assert env["DISTCACHE_CLUSTER_SECRET"] == {
-        "secretKeyRef": {"name": "cache-cluster", "key": "cluster-secret"}}
-    # No secret value on the command line.
-    assert not any("secret" in a or "api-key" in a for a in c["args"])
+    sts = build_statefulset(dc, 3)
+    assert _secret_behind(sts, "--api-key-file") == ("mine", "k")
+    assert _secret_behind(sts, "--cluster-secret-file") == ("cache-cluster", "cluster-secret")
+    # No secret value on the command line, none in the environment (fixed for the pod's life:
+    # a rotated key would reach no running pod).
+    assert not any(a.startswith(("--api-key=", "--cluster-secret=")) for a in c["args"])
+    assert not any("secretKeyRef" in str(e) for e in c["env"])
+
+
+def _secret_behind(sts: dict[str, Any], flag: str) -> tuple[str, str]:
+    """(Secret name, key) whose value the node reads at the file `flag` names: through a
+    read-only mount of a whole secret volume (a subPath mount is never updated by kubelet)
+    whose items put that key at the file's name."""
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    (path,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith(f"{flag}=")]
+    folder, name = path.rsplit("/", 1)
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == folder]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == name]
+    return volume["secret"]["secretName"], item["key"]
+
+
+def test_the_generated_api_key_secret_is_mounted_as_the_key_file(make_dc) -> None:
+    sts = build_statefulset(make_dc(), 3)
+    assert _secret_behind(sts, "--api-key-file") == ("cache-api-key", "api-key")
+    assert _secret_behind(sts, "--cluster-secret-file") == ("cache-cluster", "cluster-secret")
 
 
 def test_default_image_comes_from_the_operator_environment(make_dc, monkeypatch) -> None:
