@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from distcache_node.cluster.coordinator import Coordinator
 from distcache_node.cluster.ring import Member, RingDoc, RingError
 from distcache_operator.handlers.problem import Problem
-from distcache_operator.k8s import Api, ConfigMapRingStore
+from distcache_operator.k8s import Api
 from distcache_operator.model import DistCache
 from distcache_operator.steps import Observed, decide
 
 log = logging.getLogger("distcache.operator")
+
+
+class RingRecord(Protocol):
+    """Where the ring is kept (k8s.ConfigMapRingStore: the ring ConfigMap, compare-and-swap
+    on its resourceVersion)."""
+
+    async def load(self) -> RingDoc: ...
+
+    async def load_or_none(self) -> RingDoc | None: ...
+
+    async def save(self, doc: RingDoc, expected: RingDoc | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -23,7 +35,7 @@ class RingLoad:
     delay: float = 0.0  # with ring None: when to look again
 
 
-async def load_ring(api: Api, dc: DistCache, store: ConfigMapRingStore,
+async def load_ring(api: Api, dc: DistCache, store: RingRecord,
                     coordinator: Coordinator, sts: int | None) -> RingLoad:
     """The ring ConfigMap's ring, or a new one. Pods that still hold a ring (members never
     drained among them) make decide start the new one from the newest they hold, above

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from distcache_node.cluster.coordinator import Coordinator, RingConflict
+from distcache_node.cluster.peers import PeerClient
+from distcache_node.cluster.ring import Member
 from distcache_operator import metrics
 from distcache_operator.handlers.membership import member_statuses, step_membership
 from distcache_operator.handlers.memory import DistCacheMemory
@@ -21,7 +23,7 @@ from distcache_operator.handlers.owned import apply_due, apply_owned
 from distcache_operator.handlers.peers import clients, ensure_session
 from distcache_operator.handlers.problem import Problem
 from distcache_operator.handlers.report import write_problem, write_status
-from distcache_operator.handlers.ringload import load_ring
+from distcache_operator.handlers.ringload import RingRecord, load_ring
 from distcache_operator.handlers.secrets import ensure_secrets
 from distcache_operator.handlers.tlsstep import ensure_tls, rotate_ca
 from distcache_operator.k8s import Api, ConfigMapRingStore
@@ -33,9 +35,17 @@ RETRY_DELAY = 2.0  # seconds before the next step after an API server or node ca
 BUG_DELAY = 10.0  # seconds before the next step after one that raised something unexpected
 
 
-async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory) -> float:
+StoreFor = Callable[[Api, DistCache], RingRecord]
+PeersFor = Callable[[DistCacheMemory], Callable[[Member], PeerClient]]
+
+
+async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory,
+               store_for: StoreFor = ConfigMapRingStore, peers_for: PeersFor = clients
+               ) -> float:
     """One step for the DistCache `body`; returns seconds until the next is useful. Raises
-    Problem for what the user must fix (run_step writes it to status)."""
+    Problem for what the user must fix (run_step writes it to status). `store_for`: where
+    the ring is kept; `peers_for`: the clients of the pods' peer API (ring ConfigMap and
+    HTTP to the pods; the tests give stand-ins)."""
     try:
         dc = DistCache.from_body(body)
     except SpecError as exc:
@@ -47,8 +57,8 @@ async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory) -> float
     secret = await ensure_secrets(api, dc, mem)
     tls_state = await ensure_tls(api, dc, mem)
     await ensure_session(mem, secret, tls_state.ca_pem)
-    store = ConfigMapRingStore(api, dc)
-    coordinator = Coordinator(store, clients(mem))
+    store = store_for(api, dc)
+    coordinator = Coordinator(store, peers_for(mem))
     sts = await api.statefulset_replicas(dc)
     loaded = await load_ring(api, dc, store, coordinator, sts)
     if loaded.ring is None:
@@ -68,12 +78,13 @@ async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory) -> float
                                                                 tls_state.poll)
 
 
-async def run_step(api: Api, namespace: str, name: str, uid: str,
-                   mem: DistCacheMemory) -> float | None:
+async def run_step(api: Api, namespace: str, name: str, uid: str, mem: DistCacheMemory,
+                   **parts: Any) -> float | None:
     """A step on the DistCache as the API server has it now (a body handed over earlier may
     be old by then: a step can take seconds). None: it is gone (deleted, or deleted and
     created again under the same name: that one has its own memory and daemon). Never
-    raises for a user's mistake (Degraded and an Event) nor for a failed call (retried)."""
+    raises for a user's mistake (Degraded and an Event) nor for a failed call (retried).
+    `parts`: step's store_for and peers_for."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -82,7 +93,7 @@ async def run_step(api: Api, namespace: str, name: str, uid: str,
                 or fresh["metadata"].get("deletionTimestamp"):
             return None
         try:
-            delay = await step(api, fresh, mem)
+            delay = await step(api, fresh, mem, **parts)
             metrics.STEPS.labels("ok").inc()
         except Problem as problem:
             delay = await write_problem(api, subject(fresh), mem, fresh.get("status") or {},
