@@ -32,12 +32,10 @@ STALL = 300.0  # seconds with nothing to do but wait before the command gives up
 class Scaler:
     """One `distcache local scale --nodes count` run."""
 
-    def __init__(self, cluster: LocalCluster, count: int, force: bool,
-                 verbose: bool = True) -> None:
+    def __init__(self, cluster: LocalCluster, count: int, force: bool) -> None:
         self.cluster = cluster
         self.count = count
         self.force = force
-        self.verbose = verbose
         self.coordinator = cluster.coordinator()
         self.started = time.monotonic()
         self.unreachable_since: dict[str, float] = {}
@@ -59,10 +57,12 @@ class Scaler:
                 action = resize.decide(self.target(obs.ring), obs)
                 self.unreachable_since = dict(action.unreachable_since)
                 if action.kind is Kind.IDLE:
+                    # Idle is not yet settled: the last ring may still be sweeping surplus
+                    # copies. The command returns once it is (R copies of every key).
                     assert obs.ring is not None
                     pending = Coordinator.pending(obs.ring, obs.statuses)
-                    self.say(f"  ring v{obs.ring.version}: " + ("; ".join(pending) or "settled"))
                     if not pending:
+                        self.say(f"  ring v{obs.ring.version}: settled")
                         break
                     action = Action(Kind.WAIT, f"ring v{obs.ring.version} settling",
                                     pending=tuple(pending))
@@ -121,7 +121,6 @@ class Scaler:
         ring = obs.ring
         kind = action.kind
         if kind is Kind.WAIT:
-            assert ring is not None or not action.push_to
             self.say(f"  ring v{ring.version if ring else '-'}: " + "; ".join(action.pending))
             if ring is not None and action.push_to:
                 await self.coordinator.push(ring, [m for m in ring.members
@@ -180,7 +179,7 @@ class Scaler:
 
     # -- output --------------------------------------------------------------------------------
     def say(self, line: str) -> None:
-        if self.verbose and line != self._last_line:
+        if line != self._last_line:  # a wait repeats its line each look: once is enough
             print(line, flush=True)
             self._last_line = line
 
