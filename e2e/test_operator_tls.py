@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ophelp import NS, CacheClient, client_for, k, kj, settled, wait_for
+from clientloop import ClientLoop, assert_swap_seen
+from ophelp import NS, CacheClient, client_for, k, kj, secret_value, settled, wait_for
 from tlshelp import dc_yaml, operator_ready, pod_identity, secret_fingerprint, wait_served
 
 
@@ -48,7 +49,9 @@ def test_renewed_certificate_is_served_without_a_restart(
     """The operator's renewal path for real: the test puts a certificate 10 days from expiry
     (from the DistCache's own CA) into rot-tls, the operator renews it (due 30 days before
     expiry) with a Secret update and nothing else; every pod then serves the renewed
-    certificate, same pod UIDs, no restarts, all keys readable."""
+    certificate, same pod UIDs, no restarts, all keys readable. A client loop (a new TLS
+    connection per request, no retries) runs from before the Secret is touched until every
+    pod serves the renewed certificate: no request fails, no read is stale."""
     from distcache_node.local import certs
     from distcache_operator import tls as optls
     from distcache_operator.model import DistCache
@@ -67,16 +70,22 @@ def test_renewed_certificate_is_served_without_a_restart(
     dc = DistCache.from_body({"metadata": {"name": name, "namespace": NS}})
     crt, key = certs.make_cert(tmp_path / "node", "node", ca_dir, optls.hosts(dc))
     short = hashlib.sha256(ssl.PEM_cert_to_DER_cert(crt.read_text())).hexdigest()
-    k("patch", "secret", f"{name}-tls", "--type=merge", "-p",
-      json.dumps({"data": {"tls.crt": base64.b64encode(crt.read_bytes()).decode(),
-                           "tls.key": base64.b64encode(key.read_bytes()).decode()}}))
-    renewed = wait_for("the operator renews the short-lived certificate", lambda: (
-        fp if (fp := secret_fingerprint(f"{name}-tls")) not in (short, original) else None),
-        90, every=1)
-    events = k("get", "events", "--field-selector",
-               f"involvedObject.name={name},reason=CertificateRenewed").stdout
-    assert "without a restart" in events
-    wait_served(list(before), renewed, cache, items)
+    loop = ClientLoop(list(before), cache.api_key,
+                      secret_value(f"{name}-tls", "ca.crt")).start()
+    try:
+        k("patch", "secret", f"{name}-tls", "--type=merge", "-p",
+          json.dumps({"data": {"tls.crt": base64.b64encode(crt.read_bytes()).decode(),
+                               "tls.key": base64.b64encode(key.read_bytes()).decode()}}))
+        renewed = wait_for("the operator renews the short-lived certificate", lambda: (
+            fp if (fp := secret_fingerprint(f"{name}-tls")) not in (short, original)
+            else None), 90, every=1)
+        events = k("get", "events", "--field-selector",
+                   f"involvedObject.name={name},reason=CertificateRenewed").stdout
+        assert "without a restart" in events
+        wait_served(list(before), renewed, cache, items)
+    finally:
+        result = loop.stop()
+    assert_swap_seen(result, list(before), original, renewed)
     assert pod_identity(name) == before, "pods were replaced or restarted"
     assert kj("get", "statefulset", name)["metadata"]["generation"] == sts_gen
     found = cache.mget(list(items))
@@ -88,7 +97,9 @@ def test_user_tls_secret_replaced_in_place_keeps_clients_working(
         operator: None, tmp_path: Path) -> None:
     """A user's Secret (spec.tls.secretName) gets a new certificate from the user's CA, as
     cert-manager or a person would write it: the pods serve it without a restart and a
-    client that trusts the CA keeps working throughout."""
+    client that trusts the CA keeps working throughout: a client loop (a new TLS connection
+    per request, no retries) runs from before the new Secret is applied until every pod
+    serves it, and no request fails."""
     from distcache_node.local.certs import make_ca, make_cert
 
     name = "userrot"
@@ -110,9 +121,15 @@ def test_user_tls_secret_replaced_in_place_keeps_clients_working(
         items = {f"u-{i}": i for i in range(500)}
         client.mset(items)
         before = pod_identity(name)
-        k("apply", "-f", "-", input=secret_yaml(tmp_path / "two"))
-        want = secret_fingerprint("rot-user-tls")
-        wait_served(list(before), want, client, items)
+        old = secret_fingerprint("rot-user-tls")
+        loop = ClientLoop(list(before), client.api_key, ca_pem.read_text()).start()
+        try:
+            k("apply", "-f", "-", input=secret_yaml(tmp_path / "two"))
+            want = secret_fingerprint("rot-user-tls")
+            wait_served(list(before), want, client, items)
+        finally:
+            result = loop.stop()
+        assert_swap_seen(result, list(before), old, want)
         assert pod_identity(name) == before
         client.forward.close()  # a new connection: the handshake sees the new certificate
         assert client.mget(list(items)) == items
