@@ -5,7 +5,8 @@ conflicts and taking a join back) lives in distcache_node/cluster/resize.py, sha
 `distcache local scale`. Here: what a DistCache wants and how its pods are named, the
 operator's join deadline setting, and the Degraded reason of a refusal. Each reconcile reads
 the ring ConfigMap, the StatefulSet, its pods' readiness and every member's GET
-/cluster/status, calls `decide`, carries out the action, and comes back later.
+/cluster/status, calls `decide`, carries out the action, and comes back later. A REMOVE is
+carried out only if the ring is still settled CONFIRM seconds later (resize.py says why).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 
 from distcache_node.cluster import resize
 from distcache_node.cluster.resize import (
+    CONFIRM,
     DEAD_AFTER,
     JOIN_DEADLINE,
     WAIT,
@@ -25,7 +27,7 @@ from distcache_node.cluster.resize import (
 )
 from distcache_operator.model import DistCache
 
-__all__ = ["DEAD_AFTER", "JOIN_DEADLINE", "JOIN_DEADLINE_ENV", "WAIT", "Action", "Kind",
+__all__ = ["CONFIRM", "DEAD_AFTER", "JOIN_DEADLINE", "JOIN_DEADLINE_ENV", "WAIT", "Action", "Kind",
            "Observed", "Statuses", "decide", "join_deadline", "refusal_reason", "target"]
 
 JOIN_DEADLINE_ENV = "DISTCACHE_OPERATOR_JOIN_DEADLINE_SECONDS"
