@@ -1,7 +1,14 @@
-"""`python -m distcache_operator`: kopf's flags from the environment."""
+"""`python -m distcache_operator`: kopf's flags from the environment; kopf_main: the
+registrations (no finalizer) and the daemon's life as kopf runs it."""
 
 from __future__ import annotations
 
+import asyncio
+
+import kopf
+from fakes_k8s import FakeApi
+
+from conftest import body
 from distcache_operator.__main__ import kopf_args
 
 
@@ -36,3 +43,42 @@ def test_no_handler_puts_a_finalizer_on_a_distcache() -> None:
     daemons = [h for h in handlers if type(h).__name__ == "DaemonHandler"]
     assert [h.id for h in daemons] == ["life"], "one daemon per DistCache"
     assert not [h.id for h in handlers if h.requires_finalizer], "a handler needs a finalizer"
+
+
+async def _living(api: object) -> tuple[asyncio.Task[None], object, kopf.Memo]:
+    """kopf_main.life as kopf runs it: the DistCache's memo (a copy of the operator's, which
+    holds the API client) and kopf's own stop flag."""
+    from kopf._core.intents.stoppers import DaemonStopper
+
+    from distcache_operator import kopf_main
+
+    memo = kopf.Memo(api=api)
+    stopper = DaemonStopper()
+    meta = {"name": "cache", "namespace": "ns", "uid": "uid-1"}
+    task = asyncio.create_task(kopf_main.life(meta=meta, memo=memo,
+                                              stopped=stopper.async_waiter))
+    await asyncio.sleep(0.1)
+    return task, stopper, memo
+
+
+async def test_the_daemon_ends_when_kopf_stops_it() -> None:
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    # An invalid spec: Degraded, and the next look in PROBLEM_DELAY (10 s).
+    api = FakeApi(body({"replicas": "many"}))
+    task, stopper, _ = await _living(api)
+    assert not task.done() and api.reasons() == ["InvalidSpec"]
+    stopper.set(DaemonStoppingReason.OPERATOR_EXITING)  # type: ignore[attr-defined]
+    await asyncio.wait_for(task, 1.0)
+
+
+async def test_the_daemon_ends_on_the_deleted_event_and_when_the_distcache_is_gone() -> None:
+    from distcache_operator import kopf_main
+
+    api = FakeApi(body({"replicas": "many"}))
+    task, _, memo = await _living(api)
+    await kopf_main.gone(event={"type": "DELETED", "object": api.body}, memo=memo)
+    await asyncio.wait_for(task, 1.0)
+    api.body = None  # no DELETED seen (a watch that reconnected): the next step finds it gone
+    task, _, _ = await _living(api)
+    await asyncio.wait_for(task, 1.0)
