@@ -29,6 +29,7 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # The library's default is no timeout at all: an API server that stops answering would
 # hang a reconcile step for good.
 TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+WATCH_SLACK = 30.0  # seconds a watch may stay silent past its timeoutSeconds: then it is dead
 
 
 def operator_namespace() -> str:
@@ -98,7 +99,19 @@ class _CountingClient(client.ApiClient):
                 ) -> Any:
         API_REQUESTS.labels(method, _resource(urlsplit(url).path)).inc()
         return super().request(method, url, query_params, headers, post_params, body,
-                               _preload_content, _request_timeout or TIMEOUT)
+                               _preload_content, _request_timeout or _timeout(query_params))
+
+
+def _timeout(query_params: Any) -> aiohttp.ClientTimeout:
+    """TIMEOUT for a request; a watch streams for up to its timeoutSeconds, so it has no
+    total, only a limit on silence (none when it has no timeoutSeconds)."""
+    params = dict(query_params or [])
+    if not params.get("watch"):
+        return TIMEOUT
+    seconds = params.get("timeoutSeconds")
+    return aiohttp.ClientTimeout(
+        connect=TIMEOUT.connect,
+        sock_read=float(seconds) + WATCH_SLACK if seconds is not None else None)
 
 
 async def _configuration() -> tuple[client.Configuration, str | None, str]:

@@ -180,3 +180,34 @@ async def test_requests_name_the_operator_as_their_user_agent(
     # Audit logs and API Priority and Fairness tell clients apart by it.
     async for kube in _connect():
         assert kube.client.user_agent == "distcache-operator"
+
+
+class _Transport:
+    """Stands in for the library's REST transport (aiohttp, sockets): records the timeout
+    each request is sent with."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[Any] = []
+
+    async def GET(self, url: str, **kwargs: Any) -> None:  # the library calls it so
+        self.timeouts.append(kwargs["_request_timeout"])
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_watch_is_not_cut_by_the_request_timeout(
+        scratch_tmp: Path, kubeconfig_with_key_data: tuple[Path, bytes]) -> None:
+    """A request has 30 s in all; a pod watch streams for minutes (handlers/daemon.py): with
+    the same total it ended in a TimeoutError after 30 s (seen on kind)."""
+    async for kube in _connect():
+        transport = _Transport()
+        await kube.client.rest_client.close()
+        kube.client.rest_client = transport
+        url = f"{SERVER}/api/v1/namespaces/ns/pods"
+        await kube.client.request("GET", url, query_params=[("labelSelector", "a=b")])
+        await kube.client.request("GET", url, query_params=[
+            ("labelSelector", "a=b"), ("timeoutSeconds", 300), ("watch", True)])
+        plain, watch = transport.timeouts
+        assert plain.total == 30
+        assert watch.total is None and watch.sock_read > 300
