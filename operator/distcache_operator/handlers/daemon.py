@@ -67,13 +67,19 @@ async def watch_pods(api: Api, namespace: str, selector: str, mem: DistCacheMemo
     """Pokes the daemon whenever one of the DistCache's pods changes (created, deleted,
     restarted, ready or not), so status follows within a second instead of at the next idle
     step. Runs until cancelled; a failed watch is opened again after WATCH_RETRY."""
+    said = ""
     while True:
         try:
             async for _ in api.watch_pods(namespace, selector):
                 mem.poke()
+                said = ""
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.debug("%s: pod watch (%s) failed, again in %.0f s: %s", namespace, selector,
-                      WATCH_RETRY, exc)
+        except Exception as exc:  # whatever broke it, the watch is opened again
+            # Said once per cause (a watch refused by RBAC would fail every WATCH_RETRY);
+            # meanwhile status still follows the pods at each step, only later.
+            if str(exc) != said:
+                said = str(exc)
+                log.warning("%s: pod watch (%s) failed, opened again every %.0f s: %s",
+                            namespace, selector, WATCH_RETRY, exc)
         await asyncio.sleep(WATCH_RETRY)
