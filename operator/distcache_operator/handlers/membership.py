@@ -83,7 +83,7 @@ def member_lost(previous: Mapping[str, Any], action: Action, settled: bool,
         version = action.doc.version if action.doc else "?"
         return (f"{', '.join(action.dead)} lost at {when}: {action.reason}; some keys have "
                 f"fewer than {_copies(action)} copies until the survivors have re-replicated "
-                f"them (ring v{version} settled)")
+                f"them (ring v{version}, or a later one, settled)")
     before: Mapping[str, Any] = next((c for c in previous.get("conditions") or []
                                       if c.get("type") == "Degraded"), {})
     if before.get("status") == "True" and before.get("reason") == "MemberLost" and not settled:
