@@ -1,10 +1,11 @@
 """A stand-in for the operator's metrics in the live monitoring test: the real
-distcache_operator.metrics module (its names, labels and HTTP server), updated the way
-the operator's handlers (step, membership, report) update it through a scripted scale
-3 -> 4 -> 3, because the operator itself needs a Kubernetes API server. It keeps the operator dashboard checked on machines
-without kind; the real operator's series are checked by e2e/test_operator_prometheus.py (the
-same Prometheus scraping the in-cluster operator while it scales a DistCache), which is where
-a script that drifted from what the handlers really do would show. Runs until terminated.
+distcache_operator.metrics module (its names, labels and HTTP server), updated the way the
+operator's handlers (step, membership, report) update it through a scripted scale
+3 -> 4 -> 3, because the operator itself needs a Kubernetes API server. It keeps the operator
+dashboard checked on machines without kind; the real operator's series are checked by
+e2e/test_operator_prometheus.py (the same Prometheus scraping the in-cluster operator while
+it scales a DistCache), which is where a script that drifted from what the handlers really
+do would show. Runs until terminated.
 
     DISTCACHE_OPERATOR_METRICS_PORT=PORT python operator_standin.py
 """
