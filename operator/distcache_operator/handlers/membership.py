@@ -16,9 +16,15 @@ from distcache_operator import metrics
 from distcache_operator.handlers.memory import DistCacheMemory
 from distcache_operator.k8s import Api
 from distcache_operator.model import DistCache
-from distcache_operator.steps import Action, Observed, decide, join_deadline, refusal_reason
+from distcache_operator.steps import (
+    CONFIRM,
+    Action,
+    Observed,
+    decide,
+    join_deadline,
+    refusal_reason,
+)
 
-CONFIRM = 0.3  # before removing members: settled twice this far apart
 Statuses = dict[str, dict[str, Any] | None]
 
 

@@ -17,7 +17,8 @@ async def ensure_secrets(api: Api, dc: DistCache, mem: DistCacheMemory) -> str:
     A peer Secret deleted under running pods comes back with the value they hold (this
     operator's memory, mem.secret), never a new one: every pod would refuse the operator and
     new pods would refuse the old ones. An operator restarted since does not know that value:
-    Degraded PeerSecretLost, saying how to restore it."""
+    Degraded PeerSecretLost, saying how to restore it from a pod (kubelet keeps the files of
+    a mounted Secret that was deleted)."""
     known = mem.secret[0] if mem.secret else None
     peer_lost = await api.read_secret(dc.namespace, dc.cluster_secret) is None
     if peer_lost and known is None and (await api.statefulset_replicas(dc) or 0) > 0:
@@ -29,7 +30,7 @@ async def ensure_secrets(api: Api, dc: DistCache, mem: DistCacheMemory) -> str:
             "pods off from each other. Restore it: kubectl -n "
             f"{dc.namespace} create secret generic {dc.cluster_secret} "
             f"--from-literal=cluster-secret=\"$(kubectl -n {dc.namespace} exec {pod} -- "
-            "printenv DISTCACHE_CLUSTER_SECRET)\"")
+            f"cat {builders.CLUSTER_SECRET_FILE})\"")
     for generated in builders.build_secrets(dc, known):
         if await api.create_secret_if_missing(generated):
             name = generated["metadata"]["name"]

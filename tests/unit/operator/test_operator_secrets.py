@@ -9,6 +9,7 @@ import pytest
 from fakes_k8s import FakeApi
 
 from conftest import body
+from distcache_operator import builders
 from distcache_operator.handlers.memory import DistCacheMemory
 from distcache_operator.handlers.peers import ensure_session
 from distcache_operator.handlers.problem import Problem
@@ -47,7 +48,8 @@ async def test_a_peer_secret_lost_across_a_restart_is_a_problem_not_a_new_secret
     del api.secrets[("ns", dc.cluster_secret)]
     with pytest.raises(Problem) as got:
         await ensure_secrets(api, dc, DistCacheMemory())  # type: ignore[arg-type]
-    assert got.value.reason == "PeerSecretLost" and "kubectl" in got.value.message
+    assert got.value.reason == "PeerSecretLost"
+    assert f"cat {builders.CLUSTER_SECRET_FILE}" in got.value.message  # how to restore it
     assert ("ns", dc.cluster_secret) not in api.secrets
 
 
