@@ -302,10 +302,11 @@ def test_a_deleted_peer_secret_comes_back_the_same_and_a_grow_completes(
         lost = wait_for("Degraded: PeerSecretLost", lambda: condition(
             distcache(name), "Degraded") if condition(distcache(name), "Degraded").get(
             "reason") == "PeerSecretLost" else None, 180, every=2)
-        assert "printenv DISTCACHE_CLUSTER_SECRET" in lost["message"]
+        assert "cat /etc/distcache/peer/cluster-secret" in lost["message"]  # how to restore it
         assert k("get", "secret", f"{name}-cluster", check=False).returncode != 0, \
             "a new peer Secret was made under running pods"
-        held = k("exec", f"{name}-0", "--", "printenv", "DISTCACHE_CLUSTER_SECRET").stdout.strip()
+        held = k("exec", f"{name}-0", "--", "cat",
+                 "/etc/distcache/peer/cluster-secret").stdout.strip()
         k("create", "secret", "generic", f"{name}-cluster", f"--from-literal=cluster-secret={held}")
         k("scale", "distcache", name, "--replicas=3")
         wait_settled_or_explain(name, 3, 300)
