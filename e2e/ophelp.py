@@ -48,8 +48,9 @@ class Forward(PortForward):
 class CacheClient:
     """The data API through a port-forward to one pod (any pod answers for any key)."""
 
-    def __init__(self, target: str, api_key: str, ca_pem: str | None = None) -> None:
-        self.forward = Forward(target)
+    def __init__(self, target: str, api_key: str, ca_pem: str | None = None,
+                 namespace: str | None = None) -> None:
+        self.forward = Forward(target, namespace=namespace)
         self.api_key = api_key
         self.ssl = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
         self.scheme = "https" if ca_pem else "http"
