@@ -28,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from distcache_operator import metrics
+from distcache_operator import kubeapi, metrics
 from distcache_operator.handlers import daemon, memory_of
 from distcache_operator.k8s import Api
 from distcache_operator.kubeapi import KubeApi
@@ -38,8 +38,17 @@ STOP_TIMEOUT = 30.0  # seconds a daemon has to finish its step when stopped, the
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, the ServiceAccount; else the kubeconfig as our client loads it (exec
+    plugins run: kopf's own kubeconfig reader has none)."""
+    in_pod = kopf.login_with_service_account(**kwargs)
+    if in_pod is not None:
+        return in_pod
+    got = await kubeapi.login()
+    return kopf.ConnectionInfo(
+        server=got.server, ca_data=got.ca_data, insecure=got.insecure, token=got.token,
+        scheme="Bearer" if got.token else None, certificate_data=got.certificate_data,
+        private_key_data=got.private_key_data, expiration=got.expiration)
 
 
 @kopf.on.startup()

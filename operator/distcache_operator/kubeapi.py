@@ -9,11 +9,13 @@ is counted by method and resource.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,19 +138,64 @@ async def _configuration() -> tuple[client.Configuration, str | None, str]:
         _remove_scratch(scratch)
         raise
     if getattr(loader, "exec_plugin_expiry", None) is not None:
-        cfg.refresh_api_key_hook = _exec_token_refresher(loader)
+        cfg.refresh_api_key_hook = _ExecToken(loader)
     return cfg, scratch, f"kubeconfig {path}"
 
 
-def _exec_token_refresher(loader: Any) -> Callable[[Any], Awaitable[None]]:
+@dataclass(frozen=True)
+class Login:
+    """What kopf's own watches need to reach the API server, from the same loader as the
+    client (kopf's built-in kubeconfig reader runs no exec plugin: EKS and GKE kubeconfigs
+    would reach our client but not kopf). Key material as data, so no file outlives it; an
+    exec plugin's expiry, so kopf logs in again before the token lapses."""
+
+    server: str
+    ca_data: bytes | None
+    insecure: bool
+    token: str | None
+    certificate_data: bytes | None
+    private_key_data: bytes | None
+    expiration: datetime.datetime | None
+    source: str
+
+
+async def login() -> Login:
+    cfg, scratch, source = await _configuration()
+    try:
+        def data(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        hook = cfg.refresh_api_key_hook
+        if isinstance(hook, _ExecToken):  # an exec plugin: a token that is valid now
+            await hook(cfg)
+        bearer = str(cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
+                     or "")
+        token = bearer.removeprefix("Bearer ").strip() or None
+        return Login(server=str(cfg.host), ca_data=data(cfg.ssl_ca_cert),
+                     insecure=not cfg.verify_ssl, token=token,
+                     certificate_data=data(cfg.cert_file), private_key_data=data(cfg.key_file),
+                     expiration=hook.expiry if isinstance(hook, _ExecToken) else None,
+                     source=source)
+    finally:
+        if scratch is not None:
+            _remove_scratch(scratch)
+
+
+class _ExecToken:
     """An exec plugin's token expires (EKS: 15 minutes): the loader runs the plugin again
     once it has (and only then), before a request. A token without an expiry stays valid,
-    as client-go takes it."""
-    async def refresh(cfg: Any) -> None:
-        await loader.load_from_exec_plugin()
-        cfg.api_key["BearerToken"] = loader.token
+    as client-go takes it. The library calls it as the configuration's refresh hook."""
 
-    return refresh
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    async def __call__(self, cfg: Any) -> None:
+        await self.loader.load_from_exec_plugin()
+        cfg.api_key["BearerToken"] = self.loader.token
+
+    @property
+    def expiry(self) -> datetime.datetime | None:
+        return getattr(self.loader, "exec_plugin_expiry", None)
 
 
 def _remove_scratch(scratch: str) -> None:

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import ConfigException
 
 from distcache_node.local import certs
+from distcache_operator import kopf_main
 from distcache_operator.kubeapi import ApiError, KubeApi
 
 SERVER = "https://kube.example:6443"
@@ -211,3 +214,28 @@ async def test_a_watch_is_not_cut_by_the_request_timeout(
         plain, watch = transport.timeouts
         assert plain.total == 30
         assert watch.total is None and watch.sock_read > 300
+
+
+# --- kopf's own login (kopf_main.login): the same loader, so exec plugins work for kopf too
+
+async def test_kopf_logs_in_with_an_exec_plugin_token_and_its_expiry(
+        scratch_tmp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kopf's built-in kubeconfig reader runs no exec plugin: an EKS/GKE kubeconfig would
+    # give kopf's watches no credentials at all.
+    user = _exec_user(tmp_path, "2999-01-01T00:00:00Z")
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", user)))
+    info = await kopf_main.login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    assert info is not None
+    assert (info.server, info.scheme, info.token) == (SERVER, "Bearer", "tok-1")
+    assert info.expiration is not None and info.expiration.year == 2999  # kopf re-logs then
+    assert list(scratch_tmp.iterdir()) == []
+
+
+async def test_kopf_logs_in_with_key_data_and_leaves_no_file(
+        scratch_tmp: Path, kubeconfig_with_key_data: tuple[Path, bytes]) -> None:
+    _, key = kubeconfig_with_key_data
+    info = await kopf_main.login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
+    assert info is not None
+    assert info.private_key_data == key and info.certificate_data and info.ca_data
+    assert info.token is None and info.expiration is None
+    assert list(scratch_tmp.iterdir()) == []
