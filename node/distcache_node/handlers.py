@@ -24,6 +24,18 @@ def _json_response(body: bytes, status: int = 200) -> web.Response:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    raw = await read_body(request)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", "malformed_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", "malformed_json")
+    return body
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body within the read timeout; never empty."""
     try:
         if request.content.is_eof():
             raw = await request.read()  # all here already: no timer to arm
@@ -37,13 +49,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise bad_request(f"request body cannot be read: {reason}", "malformed_body") from None
     if not raw:
         raise bad_request("request body is empty; send a JSON object", "malformed_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", "malformed_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", "malformed_json")
-    return body
+    return raw
 
 
 def validate_key(

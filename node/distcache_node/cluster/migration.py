@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,10 +43,33 @@ if TYPE_CHECKING:
     from distcache_node.cluster.node import ClusterNode
 
 log = logging.getLogger("distcache.migration")
-BATCH = 2000
-IN_FLIGHT = 2  # batches per destination at once
+BATCH = 2000  # entries (or deletes) per batch at most
+# Bytes per batch at most (keys and values), and never over half the receiver's body limit
+# (one entry over it still goes alone): 2000 values of 16 KiB would be a 32 MB request,
+# refused by a node's default 8 MiB limit, while small batches of large values spend their
+# time on round trips instead of bytes.
+BATCH_BYTES = 4 * 1024**2
+ENTRY_OVERHEAD = 48  # bytes of the batch's head per entry besides its key (ttl, version, ...)
+IN_FLIGHT = 3  # batches per destination at once: one sent, one applied, one on its way back
 YIELD_EVERY = 20_000  # keys planned between event-loop turns, so requests keep flowing
 SWEEP_CHECK = 0.1  # seconds between checks whether surplus copies may be dropped
+
+
+def batches(entries: Sequence[WireEntry], count: int, size: int
+            ) -> Iterator[list[WireEntry]]:
+    """`entries` cut into consecutive batches of at most `count` entries and `size` bytes
+    (key, value and ENTRY_OVERHEAD each); an entry larger than `size` goes alone."""
+    batch: list[WireEntry] = []
+    used = 0
+    for entry in entries:
+        weight = len(entry[0]) + len(entry[1]) + ENTRY_OVERHEAD
+        if batch and (len(batch) >= count or used + weight > size):
+            yield batch
+            batch, used = [], 0
+        batch.append(entry)
+        used += weight
+    if batch:
+        yield batch
 
 
 def choose_sender(
@@ -273,24 +296,45 @@ class Migration:
 
     async def _send(self, member: str, entries: list[WireEntry],
                     deletes: Sequence[tuple[str, int]] = ()) -> int:
-        """Stream entries, then deletes, to one member in batches; returns how many entries
-        it acknowledged."""
+        """Stream entries, then deletes, to one member in batches bounded in count and
+        bytes, IN_FLIGHT at a time (a new one leaves as soon as one is acknowledged); returns
+        how many entries it acknowledged. The first failure stops the stream: the pass is
+        retried, and versions make a batch applied twice or out of order harmless."""
         peer = self.node.peer(member)
         sent = 0
         for start in range(0, len(deletes), BATCH):
             await peer.apply((), deletes[start:start + BATCH])
-        batches = [entries[i:i + BATCH] for i in range(0, len(entries), BATCH)]
-        for start in range(0, len(batches), IN_FLIGHT):
-            group = batches[start:start + IN_FLIGHT]
-            results = await asyncio.gather(*(peer.apply(batch) for batch in group))
-            for result in results:
-                # Keys the receiver did not keep (no room even after evicting): our copy
-                # must stay, and the pass is not done with them.
-                self._not_held.update(result.get("not_held") or ())
-            done = sum(len(b) for b in group)
-            sent += done
-            self.keys_moved += done
-            self.keys_remaining = max(0, self.keys_remaining - done)
+        window = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one(batch: list[WireEntry]) -> None:
+            nonlocal sent
+            try:
+                result = await peer.apply(batch)
+            finally:
+                window.release()
+            # Keys the receiver did not keep (no room even after evicting): our copy must
+            # stay, and the pass is not done with them.
+            self._not_held.update(result.get("not_held") or ())
+            sent += len(batch)
+            self.keys_moved += len(batch)
+            self.keys_remaining = max(0, self.keys_remaining - len(batch))
+
+        limit = min(BATCH_BYTES, self.node.config.body_limit // 2)
+        pending: list[asyncio.Task[None]] = []
+        try:
+            for batch in batches(entries, BATCH, limit):
+                await window.acquire()
+                for task in pending:
+                    if task.done():
+                        task.result()  # a failed batch ends the stream now
+                pending = [t for t in pending if not t.done()]
+                pending.append(asyncio.create_task(one(batch)))
+            for task in pending:
+                await task
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         return sent
 
     async def _send_all(self, plan: dict[str, list[WireEntry]],

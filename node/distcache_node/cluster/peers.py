@@ -91,6 +91,65 @@ def decode_entries(raw: list[Any]) -> list[WireEntry]:
     return out
 
 
+# /cluster/apply also takes its batch with the values outside JSON: a JSON head line
+# {"entries": [[key, value length, ttl, version], ...], "deletes": [[key, version], ...]}, a
+# newline, then the values' stored JSON bytes back to back. Migration moves large values, and
+# splicing them into a JSON array costs an encode on the sender and a parse plus re-encode on
+# the receiver per byte, several times the cost of sending them (docs/benchmarks.md).
+BATCH_TYPE = "application/x-distcache-batch"
+
+
+def encode_batch(entries: Iterable[WireEntry], deletes: Iterable[tuple[str, int]] = ()
+                 ) -> bytes:
+    head: list[tuple[str, int, float | None, int]] = []
+    values: list[bytes] = []
+    for key, value, ttl, version in entries:
+        head.append((key, len(value), ttl, version))
+        values.append(value)
+    return b"".join([orjson.dumps({"entries": head, "deletes": list(deletes)}), b"\n",
+                     *values])
+
+
+def decode_batch(body: bytes) -> tuple[list[WireEntry], list[tuple[str, int]]]:
+    """Inverse of encode_batch; ValueError on any bad shape, a value that is not JSON, or
+    lengths that do not add up to the body (the batch is refused as a whole)."""
+    newline = body.find(b"\n")
+    if newline < 0:
+        raise ValueError("no head line")
+    head = orjson.loads(memoryview(body)[:newline])
+    if not isinstance(head, dict):
+        raise ValueError("head must be a JSON object")
+    items, raw_deletes = head.get("entries") or [], head.get("deletes") or []
+    if not isinstance(items, list) or not isinstance(raw_deletes, list):
+        raise ValueError("'entries' and 'deletes' must be lists")
+    deletes = [(str(k), check_version(v)) for k, v in raw_deletes]
+    out: list[WireEntry] = []
+    offset, loads = newline + 1, orjson.loads
+    for item in items:
+        if not isinstance(item, list) or len(item) != 4:
+            raise ValueError("entry must be [key, length, ttl, version]")
+        key, length, ttl, version = item
+        if not isinstance(key, str):
+            raise ValueError("entry key must be a string")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise ValueError(f"entry length must be a non-negative integer, not {length!r}")
+        check_version(version)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)):
+            raise ValueError(f"entry ttl must be a number or null, not {ttl!r}")
+        end = offset + length
+        if end > len(body):
+            raise ValueError("entry lengths run past the end of the body")
+        value = body[offset:end]
+        loads(value)  # what is stored must be JSON, as on the JSON path
+        offset = end
+        if ttl is not None and ttl <= 0:
+            continue  # expired in flight: nothing to store
+        out.append((key, value, None if ttl is None else float(ttl), version))
+    if offset != len(body):
+        raise ValueError(f"{len(body) - offset} bytes after the last value")
+    return out, deletes
+
+
 EXPORT_READ_FACTOR = 5
 
 
@@ -132,6 +191,7 @@ class PeerClient:
         self.fast = fast  # the lean client for get_many, the forwarding hot path
         self._pending: dict[str, asyncio.Future[Any]] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self.binary_apply = True  # False once the peer refused a BATCH_TYPE body
 
     def forwarding_stats(self) -> dict[str, int]:
         """Reads forwarded to this peer and the connections they needed."""
@@ -146,15 +206,17 @@ class PeerClient:
         return aiohttp.ClientTimeout(total=2 * t + body_size / SEND_RATE, connect=t,
                                      sock_connect=t, sock_read=t)
 
-    def _headers(self, body: bytes | None) -> dict[str, str] | None:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def _headers(self, body: bytes | None, content_type: str = "application/json"
+                 ) -> dict[str, str] | None:
+        headers = {"Content-Type": content_type} if body is not None else {}
         if self.sender is not None:
             headers[FROM_HEADER] = self.sender[0]
             headers[RING_HEADER] = str(self.sender[1]())
         return headers or None
 
     async def _call(
-        self, method: str, path: str, body: bytes | None = None, timeout: float | None = None
+        self, method: str, path: str, body: bytes | None = None, timeout: float | None = None,
+        content_type: str = "application/json",
     ) -> Any:
         if timeout is not None:
             client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -165,7 +227,7 @@ class PeerClient:
         try:
             async with self.session.request(
                 method, self.url + path, data=body, timeout=client_timeout,
-                headers=self._headers(body),
+                headers=self._headers(body, content_type),
             ) as resp:
                 try:
                     raw = await read_capped(resp, self.max_response)
@@ -274,10 +336,23 @@ class PeerClient:
     async def apply(
         self, entries: Iterable[WireEntry] = (), deletes: Iterable[tuple[str, int]] = ()
     ) -> dict[str, Any]:
+        entries, deletes = list(entries), list(deletes)
+        if self.binary_apply:
+            try:
+                result: dict[str, Any] = await self._call(
+                    "POST", "/cluster/apply", encode_batch(entries, deletes),
+                    content_type=BATCH_TYPE)
+                return result
+            except PeerError as exc:
+                # A peer from before BATCH_TYPE reads the body as JSON and refuses it as
+                # malformed: speak JSON to it from now on (a rolling upgrade).
+                if exc.error is None or exc.error[0] != "malformed_json":
+                    raise
+                self.binary_apply = False
         body = b'{"entries":[%b],"deletes":%b}' % (
-            encode_entries(entries), orjson.dumps(list(deletes)),
+            encode_entries(entries), orjson.dumps(deletes),
         )
-        result: dict[str, Any] = await self._call("POST", "/cluster/apply", body)
+        result = await self._call("POST", "/cluster/apply", body)
         return result
 
     async def incr(self, key: str, delta: int, ttl: float | None) -> tuple[int, int]:

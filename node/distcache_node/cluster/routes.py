@@ -13,15 +13,17 @@ from aiohttp import web
 from distcache_node.appkeys import CLUSTER
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import (
+    BATCH_TYPE,
     PeerError,
     check_version,
+    decode_batch,
     decode_entries,
     encode_entries,
 )
 from distcache_node.cluster.ring import RingConflict, RingDoc, RingError
 from distcache_node.cluster.status import node_status
 from distcache_node.errors import ApiError, bad_request
-from distcache_node.handlers import read_json, validate_key, validate_ttl
+from distcache_node.handlers import read_body, read_json, validate_key, validate_ttl
 from distcache_node.pipeline import PEER, add_route
 from distcache_node.protocol import FROM_HEADER, RING_HEADER
 
@@ -101,11 +103,18 @@ async def _catch_up(request: web.Request) -> int | None:
 
 
 async def handle_apply(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    """A batch of replicated writes and deletes, as JSON or as BATCH_TYPE (values outside
+    the JSON, see peers.encode_batch): all of it is checked before any of it is applied."""
+    binary = request.content_type == BATCH_TYPE
+    raw = await read_body(request) if binary else None
+    body = await read_json(request) if raw is None else {}
     sender_ring = await _catch_up(request)
     try:
-        entries = decode_entries(body.get("entries") or [])
-        deletes = [(str(k), check_version(v)) for k, v in body.get("deletes") or []]
+        if raw is not None:
+            entries, deletes = decode_batch(raw)
+        else:
+            entries = decode_entries(body.get("entries") or [])
+            deletes = [(str(k), check_version(v)) for k, v in body.get("deletes") or []]
     except (TypeError, ValueError) as exc:
         raise bad_request(f"bad apply batch: {exc}") from None
     result = _node(request).replica.apply(entries, deletes, sender_ring)
