@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from hmac import compare_digest
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -107,8 +108,14 @@ class KeySet:
 
     def accepts(self, given: str) -> bool:
         """Whether `given` is a current or still retiring key; constant time per key."""
-        if self._next_expiry <= self.clock():
+        # On every request: the clock is read only while a key is retiring.
+        if self.retiring and self._next_expiry <= self.clock():
             self._expire()
+        if given.isascii():  # the usual case, compared as str: no encoding per request
+            found = False
+            for key in self._ascii:  # every one: the time says nothing of which matched
+                found |= compare_digest(given, key)
+            return found
         return matches_any(given, self._accepted)
 
     def check(self) -> bool:
@@ -186,6 +193,8 @@ class KeySet:
 
     def _refresh(self) -> None:
         self._accepted = tuple(encode_key(k) for k in (*self.current, *self.retiring))
+        # An ASCII key can only equal an ASCII key: the others need not be compared.
+        self._ascii = tuple(k for k in (*self.current, *self.retiring) if k.isascii())
         self._next_expiry = min(self.retiring.values(), default=math.inf)
 
 

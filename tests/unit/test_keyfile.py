@@ -105,3 +105,12 @@ def test_key_files_from_the_environment(tmp_path: Path) -> None:
     assert config.has_api_key and config.api_key_grace_seconds == 12.5
     with pytest.raises(ConfigError, match="grace"):
         NodeConfig(api_key_grace_seconds=float("nan")).validate()
+
+
+def test_keys_that_are_not_ascii_compare_as_the_bytes_a_header_carries(tmp_path: Path) -> None:
+    # A header value that is not UTF-8 arrives surrogate-escaped, and a file is read so too.
+    publish_secret_volume(tmp_path, "1", {"key": "clé\n".encode() + b"\xffraw\nplain\n"})
+    keys = KeySet("api_key", path=str(tmp_path / "key"))
+    assert keys.accepts("clé") and keys.accepts("\udcffraw") and keys.accepts("plain")
+    for wrong in ("cle", "clé ", "raw", "\udcfeRaw", "\ud800", "plai"):
+        assert not keys.accepts(wrong), wrong
