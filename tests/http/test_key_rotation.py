@@ -273,3 +273,18 @@ async def test_peers_go_on_talking_through_a_cluster_secret_rotation(
     finally:
         for server in servers:
             await server.close()
+
+
+async def test_the_node_process_reads_its_key_file_from_the_environment(
+    node_process: Callable[..., Any], http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """As a pod runs it: `distcache-node` with DISTCACHE_API_KEY_FILE, rotated under it."""
+    volume = _volume(tmp_path, {"api-key": b"proc-old\n"})
+    proc, url = node_process(env={"DISTCACHE_API_KEY_FILE": str(volume / "api-key"),
+                                  "DISTCACHE_API_KEY_GRACE_SECONDS": "1"})
+    assert await _answer(http, url, "proc-old") == 200
+    assert await _answer(http, url, "proc-new") == 401
+    publish_secret_volume(volume, "2", {"api-key": b"proc-new\n"})
+    await eventually(_accepted(http, url, "proc-new", True), 5, "the new key accepted")
+    await eventually(_accepted(http, url, "proc-old", False), 5, "the old key retired")
+    assert proc.poll() is None  # the same process throughout
