@@ -71,6 +71,14 @@ def build_secrets(dc: DistCache, cluster_secret: str | None = None) -> list[dict
     return out
 
 
+def build_metrics_token_secret(dc: DistCache, token: str) -> dict[str, Any]:
+    """The ServiceMonitor's bearer token: one key, the first the API key Secret lists.
+    Prometheus sends a credential as it is, and the API key Secret holds two lines while a
+    key is rotated (operator/README.md)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(dc, dc.metrics_token_secret), "stringData": {"token": token}}
+
+
 def build_headless_service(dc: DistCache) -> dict[str, Any]:
     """Peers' DNS names (<pod>.<name>-peers), published before the pods are ready: a joining
     or refilling node must be reachable by its peers and the operator."""
@@ -300,16 +308,17 @@ def build_certificate(dc: DistCache) -> dict[str, Any]:
 
 def build_service_monitor(dc: DistCache) -> dict[str, Any]:
     """spec.metrics.serviceMonitor: every pod's /metrics through the headless Service (which
-    lists pods that are not ready too), with the API key as a bearer token from its Secret
-    and, with TLS, verified against the DistCache's CA under the client Service's name (the
-    certificate names the Service and the pods' DNS names, not their IPs). Each series gets
-    the DistCache's name as label `distcache` next to the usual `pod` and `namespace`."""
+    lists pods that are not ready too), with the API key's first line as a bearer token (the
+    Secret <name>-metrics-token) and, with TLS, verified against the DistCache's CA under the
+    client Service's name (the certificate names the Service and the pods' DNS names, not
+    their IPs). Each series gets the DistCache's name as label `distcache` next to the
+    usual `pod` and `namespace`."""
     s = dc.spec
-    key = dc.api_key_secret
     endpoint: dict[str, Any] = {
         "port": dc.scheme, "path": "/metrics", "scheme": dc.scheme,
         "interval": s.service_monitor_interval,
-        "authorization": {"type": "Bearer", "credentials": {"name": key.name, "key": key.key}},
+        "authorization": {"type": "Bearer",
+                          "credentials": {"name": dc.metrics_token_secret, "key": "token"}},
         "relabelings": [{"action": "replace", "targetLabel": "distcache",
                          "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_"
                                           "instance"]}],

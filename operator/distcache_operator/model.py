@@ -190,6 +190,11 @@ class DistCache:
         return self.name
 
     @property
+    def metrics_token_secret(self) -> str:
+        """The ServiceMonitor's bearer token (the API key Secret's first line)."""
+        return f"{self.name}-metrics-token"
+
+    @property
     def ca_secret(self) -> str:
         return f"{self.name}-ca"
 

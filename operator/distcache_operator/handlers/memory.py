@@ -31,6 +31,9 @@ class DistCacheMemory:
     tls_event: str | None = None  # the last TLSNotLoaded/TLSInvalid Event's message
     tls_waiting: tuple[str, ...] = ()  # the pods a CA move step waited for, last logged
     warned: set[str] = field(default_factory=set)  # one-off warnings already given
+    # credential -> (the Secret's key fingerprints, loop time they were first seen with pods
+    # behind, or -1 once every pod had them; whether the Warning was said)
+    credentials: dict[str, tuple[tuple[str, ...], float, bool]] = field(default_factory=dict)
     # The daemon's wake-up: set by a spec change, a pod change or a stop; the daemon steps
     # at once instead of sleeping out the delay the last step returned.
     wake: asyncio.Event = field(default_factory=asyncio.Event)

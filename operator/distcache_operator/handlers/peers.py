@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from distcache_node.cluster.peers import PeerClient, make_session
 from distcache_node.cluster.ring import Member
+from distcache_operator import apikeys
 from distcache_operator.handlers.memory import DistCacheMemory
 
 PEER_TIMEOUT = 3.0
@@ -17,7 +18,9 @@ async def ensure_session(mem: DistCacheMemory, secret: str, ca_pem: str | None) 
     if mem.secret != (secret, ca_pem) or mem.session is None:
         await mem.close()
         ssl_ctx = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
-        mem.secret, mem.session = (secret, ca_pem), make_session(secret, ssl_ctx)
+        # The Secret may list two secrets while it is rotated: a pod sends the first.
+        mem.secret = (secret, ca_pem)
+        mem.session = make_session(apikeys.sent_key(secret), ssl_ctx)
 
 
 def clients(mem: DistCacheMemory) -> Callable[[Member], PeerClient]:

@@ -41,7 +41,8 @@ def user_facing(st: Mapping[str, Any]) -> dict[str, Any]:
 
 async def write_status(api: Api, dc: DistCache, mem: DistCacheMemory,
                        previous: Mapping[str, Any], step: Membership, tls_state: TLSState,
-                       now: float) -> dict[str, Any]:
+                       now: float, credentials: Mapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """Status from what the membership step saw and did; returns it (written or not)."""
     action = step.action
     computed = status.compute(dc, step.observed, action, step.pods, previous,
@@ -50,6 +51,8 @@ async def write_status(api: Api, dc: DistCache, mem: DistCacheMemory,
                               member_lost=step.member_lost)
     if tls_state.expiry or tls_state.invalid:
         computed["tls"] = {**tls_state.expiry, "error": tls_state.invalid or ""}
+    if credentials:
+        computed["credentials"] = dict(credentials)
     if step.failing and mem.last_event != ("PodsFailing", str(sorted(step.failing.items()))):
         mem.last_event = ("PodsFailing", str(sorted(step.failing.items())))
         message = "; ".join(f"{pod}: {why}" for pod, why in sorted(step.failing.items()))
@@ -83,7 +86,7 @@ async def write_problem(api: Api, dc: DistCache, mem: DistCacheMemory,
     st["conditions"] = [cd if cd["type"] != "Degraded" else {**cd, "reason": reason}
                         for cd in st["conditions"]]
     for key in ("replicas", "ringVersion", "members", "readyReplicas", "observedGeneration",
-                "tls"):
+                "tls", "credentials"):
         if key in previous:
             st[key] = previous[key]
     served = {cd["type"]: cd for cd in previous.get("conditions") or []}

@@ -17,6 +17,7 @@ from distcache_node.cluster.coordinator import Coordinator, RingConflict
 from distcache_node.cluster.peers import PeerClient
 from distcache_node.cluster.ring import Member
 from distcache_operator import metrics
+from distcache_operator.handlers.credentials import credentials_status, ensure_metrics_token
 from distcache_operator.handlers.membership import member_statuses, step_membership
 from distcache_operator.handlers.memory import DistCacheMemory
 from distcache_operator.handlers.owned import apply_due, apply_owned
@@ -55,6 +56,9 @@ async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory,
     # Secrets first: the pods need them, the operator needs the cluster secret (and the CA)
     # to talk to the pods.
     secret = await ensure_secrets(api, dc, mem)
+    ref = dc.api_key_secret
+    api_key = await api.read_secret_key(dc.namespace, ref.name, ref.key)  # read this step
+    await ensure_metrics_token(api, dc, api_key)
     tls_state = await ensure_tls(api, dc, mem)
     await ensure_session(mem, secret, tls_state.ca_pem)
     store = store_for(api, dc)
@@ -69,11 +73,15 @@ async def step(api: Api, body: Mapping[str, Any], mem: DistCacheMemory,
         sts = top if sts is None else sts
         await apply_owned(api, dc, mem, sts, now)
     members, statuses = await member_statuses(coordinator, dc, ring, sts)
-    tls_state = await rotate_ca(api, dc, mem, tls_state, {
-        dc.member_id(i): statuses.get(dc.member_id(i)) for i in range(sts or 0)})
+    pod_statuses = {dc.member_id(i): statuses.get(dc.member_id(i)) for i in range(sts or 0)}
+    tls_state = await rotate_ca(api, dc, mem, tls_state, pod_statuses)
+    credentials = await credentials_status(
+        api, dc, mem, {"apiKey": (ref.name, api_key), "clusterSecret": (dc.cluster_secret,
+                                                                        secret)},
+        pod_statuses, now)
     membership = await step_membership(api, dc, mem, coordinator, ring, sts, members,
                                        statuses, previous)
-    await write_status(api, dc, mem, previous, membership, tls_state, now)
+    await write_status(api, dc, mem, previous, membership, tls_state, now, credentials)
     return membership.delay if tls_state.poll is None else min(membership.delay,
                                                                 tls_state.poll)
 

@@ -243,8 +243,9 @@ def test_service_monitor_scrapes_the_pods_with_the_key_and_the_ca(make_dc) -> No
     pod = build_statefulset(dc, 3)["spec"]["template"]["spec"]["containers"][0]
     assert pod["ports"][0]["name"] == ep["port"]
     assert ep["path"] == "/metrics" and ep["scheme"] == "https" and ep["interval"] == "15s"
+    # Not the API key Secret itself: it holds two lines while a key is rotated.
     assert ep["authorization"] == {"type": "Bearer",
-                                   "credentials": {"name": "cache-api-key", "key": "api-key"}}
+                                   "credentials": {"name": "cache-metrics-token", "key": "token"}}
     assert ep["tlsConfig"]["ca"] == {"secret": {"name": "cache-tls", "key": "ca.crt"}}
     assert ep["tlsConfig"]["serverName"] == "cache.ns.svc"  # a name the certificate holds
     from distcache_operator import tls
@@ -255,4 +256,4 @@ def test_service_monitor_scrapes_the_pods_with_the_key_and_the_ca(make_dc) -> No
         tls={"enabled": False}, auth={"apiKeySecretRef": {"name": "k", "key": "t"}}))
     (ep,) = plain["spec"]["endpoints"]
     assert ep["scheme"] == "http" and "tlsConfig" not in ep
-    assert ep["authorization"]["credentials"] == {"name": "k", "key": "t"}
+    assert ep["authorization"]["credentials"] == {"name": "cache-metrics-token", "key": "token"}
