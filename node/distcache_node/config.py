@@ -98,6 +98,11 @@ class NodeConfig:
     # and clients move off it while it still answers.
     shutdown_drain: float = 2.0
     active_expiry_interval: float = 0.1
+    # The Redis protocol (RESP) listener beside HTTP, on the same host and with the same
+    # TLS, API key, rate limit and metrics: 0 = off. resp_idle_timeout closes a connection
+    # that sent nothing for that many seconds (0: never, as Redis's default).
+    resp_port: int = 0
+    resp_idle_timeout: float = 300.0
     access_log: bool = False
     log_level: str = "INFO"
     # Cluster settings, used once a ring is configured.
@@ -137,6 +142,12 @@ class NodeConfig:
     def validate(self) -> NodeConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
+        if not 0 <= self.resp_port <= 65535:
+            raise ConfigError(f"--resp-port out of range: {self.resp_port}")
+        if self.resp_port and self.resp_port == self.port:
+            raise ConfigError(f"--resp-port {self.resp_port} is also --port: give it its own")
+        if not self.resp_idle_timeout >= 0:
+            raise ConfigError("--resp-idle-timeout must not be negative")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         for name in ("tls_cert", "tls_key", "tls_ca", "ring_file"):

@@ -100,6 +100,39 @@ class _RequestCollector(Collector):
             yield family
 
 
+class _CommandCollector(Collector):
+    """Commands of the protocol edges other than HTTP (RESP), by protocol, command and
+    outcome, and their latency: plain tallies turned into families at scrape time, as for
+    HTTP requests. Command names come from the edge's own table, never from a client."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        created = getattr(_prometheus_metrics, "_use_created", True)
+        commands = Metric("distcache_commands", "Commands by protocol, command and outcome",
+                          "counter")
+        for (protocol, command, outcome), count in list(m.command_counts.items()):
+            labels = {"protocol": protocol, "command": command, "outcome": outcome}
+            commands.add_sample("distcache_commands_total", labels, float(count))
+            if created:
+                commands.add_sample("distcache_commands_created", labels,
+                                    m._created[(protocol, command, outcome)])
+        yield commands
+        name = "distcache_command_duration_seconds"
+        latency = Metric(name, "Command latency by protocol and command", "histogram")
+        for (protocol, command), tally in list(m._command_latency.items()):
+            labels = {"protocol": protocol, "command": command}
+            cumulative = 0.0
+            for bound, in_bucket in zip(_LE, tally, strict=False):
+                cumulative += in_bucket
+                latency.add_sample(f"{name}_bucket", {**labels, "le": bound}, cumulative)
+            latency.add_sample(f"{name}_count", labels, cumulative)
+            latency.add_sample(f"{name}_sum", labels, float(tally[-1]))
+        yield latency
+
+
 class NodeMetrics:
     """The node's metrics. The per-request ones (observe, hits, misses) are plain Python
     tallies turned into Prometheus families only when scraped: prometheus_client's Counter
@@ -113,13 +146,17 @@ class NodeMetrics:
         # (op, status) -> requests; op -> [count per latency bucket..., +Inf, sum of seconds]
         self._request_counts: dict[tuple[str, int], int] = {}
         self._latency: dict[str, list[float]] = {}
-        self._created: dict[tuple[str, int] | str, float] = {}
+        self._created: dict[tuple[str, int] | tuple[str, str, str] | str, float] = {}
+        # (protocol, command, outcome) -> commands; (protocol, command) -> latency tally
+        self.command_counts: dict[tuple[str, str, str], int] = {}
+        self._command_latency: dict[tuple[str, str], list[float]] = {}
         self.registry.register(_RequestCollector(self))  # registered first: exposed first
         self.rate_limited = Counter(
             "distcache_rate_limited", "Requests refused by the per-IP rate limiter",
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
+        self.registry.register(_CommandCollector(self))
 
     # The request pipeline (pipeline.wrap) updates these cells itself, without a call per
     # request: a count per (op, status), and per op a count per latency bucket of BOUNDS
@@ -140,6 +177,22 @@ class NodeMetrics:
         if tally is None:
             tally = self._latency[op] = [0.0] * (len(_BOUNDS) + 1)
             self._created[op] = time.time()
+        return tally
+
+    def command_cell(self, protocol: str, command: str, outcome: str) -> tuple[str, str, str]:
+        """The key of a command counter in command_counts, created at 0."""
+        key = (protocol, command, outcome)
+        if key not in self.command_counts:
+            self.command_counts[key] = 0
+            self._created[key] = time.time()
+        return key
+
+    def command_tally(self, protocol: str, command: str) -> list[float]:
+        """A command's latency histogram: a count per bucket of BOUNDS, then the sum."""
+        key = (protocol, command)
+        tally = self._command_latency.get(key)
+        if tally is None:
+            tally = self._command_latency[key] = [0.0] * (len(_BOUNDS) + 1)
         return tally
 
     @property

@@ -22,9 +22,19 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from distcache_node.appkeys import CLUSTER, TLS
+from distcache_node.appkeys import (
+    API_KEYS,
+    BACKEND,
+    CLUSTER,
+    METRICS,
+    RATE_LIMITER,
+    STORE,
+    TLS,
+)
 from distcache_node.config import NodeConfig
 from distcache_node.errors import json_error
+from distcache_node.resp.server import RespServer
+from distcache_node.resp.service import Service
 
 log = logging.getLogger("distcache.node")
 
@@ -164,6 +174,18 @@ async def drain(app: web.Application, config: NodeConfig) -> None:
     await asyncio.sleep(config.shutdown_drain)
 
 
+async def start_resp(
+    app: web.Application, config: NodeConfig, ssl_context: ssl.SSLContext | None
+) -> RespServer:
+    """The Redis protocol listener (--resp-port), over the objects the HTTP edge serves
+    with: the same backend, API keys, rate limiter, metrics and SSL context."""
+    service = Service(config, app[BACKEND], app[STORE], app[METRICS], app[API_KEYS],
+                      app[RATE_LIMITER], app[CLUSTER])
+    server = RespServer(service, ssl_context)
+    await server.start(config.host, config.resp_port)
+    return server
+
+
 async def serve(
     app: web.Application, config: NodeConfig, stop: asyncio.Event | None = None
 ) -> None:
@@ -176,6 +198,7 @@ async def serve(
     site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context,
                        reuse_address=True, backlog=1024)
     await site.start()
+    resp = await start_resp(app, config, ssl_context) if config.resp_port else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -196,5 +219,7 @@ async def serve(
         sweeper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if resp is not None:
+            await resp.stop(config.shutdown_timeout)
         await runner.cleanup()
     log.info("stopped")
