@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODES ?= 3
 BASE_PORT ?= 8080
+RESP_BASE_PORT ?= 6379
 PYTEST_ARGS ?=
 TIERS ?=
 
@@ -25,8 +26,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create the virtualenv and install DistCache with dev tools
 
 .PHONY: run
-run: $(STAMP) ## Run a local cluster: 3 nodes (NODES=N) from port 8080 (BASE_PORT=P), set-up included; Ctrl-C stops it
-	$(VENV)/bin/distcache local up --nodes $(NODES) --base-port $(BASE_PORT) --config config.yaml --dir .local
+run: $(STAMP) ## Run a local cluster: 3 nodes (NODES=N) from port 8080 (BASE_PORT=P), Redis protocol from 6379 (RESP_BASE_PORT=P, 0: off), set-up included; Ctrl-C stops it
+	$(VENV)/bin/distcache local up --nodes $(NODES) --base-port $(BASE_PORT) --resp-base-port $(RESP_BASE_PORT) --config config.yaml --dir .local
 
 .PHONY: run-node
 run-node: $(STAMP) ## Run one standalone node on port 8080 (BASE_PORT=P)

@@ -7,8 +7,9 @@
     unit        tests/unit         in-process                        -
     chart       tests/unit/chart   the Helm chart rendered, linted   helm, kube-score (Go
                                                                      module proxy)
-    http        tests/http         a real node on a loopback socket  -
-    cluster     tests/cluster      node processes on loopback        faketime (Debian)
+    http        tests/http         a real node on a loopback socket  redis-cli (Debian)
+    cluster     tests/cluster      node processes on loopback        faketime, redis-cli
+                                                                     (Debian)
     monitoring  tests/monitoring   promtool, a real Prometheus       prometheus (Debian)
     kind        e2e/               the operator, chart and images    a Docker engine, the
                                    on an offline kind cluster        offline kind test bed,
@@ -205,9 +206,10 @@ TIERS = [
     Tier("unit", "in-process", "unit", ["tests"]),
     Tier("chart", "the Helm chart rendered, manifests/ in sync, kube-score", "chart", ["tests"],
          [helm, kube_score]),
-    Tier("http", "a real node on a loopback socket", "http", ["tests"]),
+    Tier("http", "a real node on a loopback socket", "http", ["tests"],
+         [debian("redis-cli", "redis-tools")]),
     Tier("cluster", "node processes on loopback", "cluster", ["tests"],
-         [debian("faketime", "faketime")]),
+         [debian("faketime", "faketime"), debian("redis-cli", "redis-tools")]),
     Tier("monitoring", "dashboards and alerts, promtool, a real Prometheus", "monitoring",
          ["tests"], [debian("promtool", "prometheus"), debian("prometheus", "prometheus")]),
     Tier("kind", "operator, chart and images on an offline kind cluster", "e2e or docker",

@@ -45,9 +45,10 @@ def local_folder() -> Iterator[None]:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_make_run_answers_the_seed_curl_example(local_folder: None) -> None:
-    base = free_port_range(3)
+    base, resp_base = free_port_range(3), free_port_range(3)
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run", f"BASE_PORT={base}"], cwd=ROOT,
+        ["make", "--no-print-directory", "run", f"BASE_PORT={base}",
+         f"RESP_BASE_PORT={resp_base}"], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
     )
     lines: list[str] = []
@@ -74,6 +75,14 @@ def test_make_run_answers_the_seed_curl_example(local_folder: None) -> None:
                 [curl, "-s", f"http://localhost:{port}/get?key=user:1&api_key=my-secret-key"],
                 capture_output=True, text=True, check=True).stdout
             assert '"value":"Alice"' in got
+        assert f"redis://127.0.0.1:{resp_base}" in "".join(lines)
+        redis_cli = shutil.which("redis-cli")
+        assert redis_cli, "redis-cli (Debian's redis-tools) is needed for the Redis example"
+        for port in (resp_base, resp_base + 1, resp_base + 2):  # the Redis protocol too
+            got = subprocess.run(
+                [redis_cli, "-p", str(port), "-a", "my-secret-key", "--no-auth-warning",
+                 "GET", "user:1"], capture_output=True, text=True, check=True).stdout
+            assert got.strip() == "Alice"
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group is gone if make failed
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user would

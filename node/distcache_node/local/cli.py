@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     up = local.add_parser("up", help="start N nodes and stay in the foreground (Ctrl-C stops)")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--base-port", type=int, default=8080)
+    up.add_argument("--resp-base-port", type=int, default=6379,
+                    help="node-N speaks the Redis protocol on this port + N (0: off)")
     up.add_argument("--dir", type=Path, default=Path(".local"))
     up.add_argument("--api-key", default=None, help="default: api_key from --config")
     up.add_argument("--config", default=None, help="node YAML config to take the API key from")
@@ -57,7 +59,8 @@ async def _up(args: argparse.Namespace) -> int:
               "or use another --dir and --base-port", file=sys.stderr)
         return 2
     cluster = LocalCluster.create(args.dir, args.base_port, api_key or "", args.replication,
-                                  args.tls, args.max_memory)
+                                  args.tls, args.max_memory,
+                                  resp_base_port=args.resp_base_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,11 +70,17 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"DistCache local cluster: {args.nodes} nodes, replication {args.replication}"
               f"{', mutual TLS' if args.tls else ''}")
         for node in cluster.state.nodes:
-            print(f"  {node.id}  {node.url}  (pid {node.pid})")
+            resp = f"  redis://127.0.0.1:{node.resp_port}" if node.resp_port else ""
+            print(f"  {node.id}  {node.url}{resp}  (pid {node.pid})")
         print(f"API key: {api_key or '(none: API open)'}")
         example = cluster.state.nodes[0].url
         print(f'Try: curl -X POST "{example}/set?api_key={api_key}" -H "Content-Type: '
               f'application/json" -d \'{{"key":"user:1","value":"Alice"}}\'')
+        if cluster.state.nodes[0].resp_port:
+            auth = f" -a {api_key}" if api_key else ""
+            tls = f" --tls --cacert {cluster.tls_dir / 'ca.pem'}" if args.tls else ""
+            print(f"Redis: redis-cli{tls} -p {cluster.state.nodes[0].resp_port}{auth} "
+                  "SET user:1 Alice")
         print(f"Scale: distcache local scale --dir {args.dir} --nodes N; Ctrl-C stops all.",
               flush=True)
         await stop.wait()

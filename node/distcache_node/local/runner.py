@@ -40,6 +40,7 @@ class NodeProc:
     port: int
     url: str
     pid: int = 0
+    resp_port: int = 0  # the Redis protocol port, 0 when off
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ClusterState:
     base_port: int
     max_memory: str = "256MiB"
     node_args: list[str] = field(default_factory=list)  # extra distcache-node flags
+    resp_base_port: int = 0  # node-N speaks RESP on this + N; 0: no RESP listener
     nodes: list[NodeProc] = field(default_factory=list)
 
     @classmethod
@@ -118,11 +120,13 @@ class LocalCluster:
     # -- setup ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, base_port: int, api_key: str, replication: int,
-               tls: bool, max_memory: str, node_args: list[str] | None = None) -> LocalCluster:
+               tls: bool, max_memory: str, node_args: list[str] | None = None,
+               resp_base_port: int = 0) -> LocalCluster:
         directory.mkdir(parents=True, exist_ok=True)
         state = ClusterState(api_key=api_key, secret="" if tls else secrets.token_urlsafe(24),
                              replication=replication, tls=tls, base_port=base_port,
-                             max_memory=max_memory, node_args=list(node_args or []))
+                             max_memory=max_memory, node_args=list(node_args or []),
+                             resp_base_port=resp_base_port)
         cluster = cls(directory, state)
         if tls:
             certs.make_ca(cluster.tls_dir)
@@ -176,8 +180,9 @@ class LocalCluster:
         return f"{self.scheme}://127.0.0.1:{self.state.base_port + ordinal}"
 
     def new_node(self, ordinal: int) -> NodeProc:
+        resp = self.state.resp_base_port
         return NodeProc(self.node_id(ordinal), self.state.base_port + ordinal,
-                        self.node_url(ordinal))
+                        self.node_url(ordinal), resp_port=resp + ordinal if resp else 0)
 
     def _next_nodes(self, count: int) -> list[NodeProc]:
         used = {self.ordinal(n.id) for n in self.state.nodes}
@@ -191,6 +196,8 @@ class LocalCluster:
             "--replication", str(self.state.replication), "--max-memory", self.state.max_memory,
             *self.state.node_args,
         ]
+        if node.resp_port:
+            cmd += ["--resp-port", str(node.resp_port)]
         if self.state.tls:
             cert, key = certs.make_cert(self.tls_dir, node.id, self.tls_dir)
             cmd += ["--tls-cert", str(cert), "--tls-key", str(key),

@@ -7,7 +7,8 @@ header makes it wait for, and buffer, that many bytes) and accepts types a reque
 hold. So every complete command is checked (an array of bulk strings within the bounds),
 and when a read ends inside a frame, the buffered part is walked by `scan_frames`, which
 checks the headers it has seen so far against the bounds and finds where the incomplete
-frame starts; reads that end on a frame boundary, the common case, skip that walk.
+frame starts; reads that end on a frame boundary, the common case, skip that walk (see
+_feed_multibulk for how that is known).
 
 Limitation: after multibulk frames, an inline command in the same read is a protocol
 error (hiredis cannot hand back the bytes it refused); no client mixes the two.
@@ -155,6 +156,7 @@ class RequestReader:
         reader = self._reader
         reader.feed(data)
         max_args, max_bulk = self.max_args, self.max_bulk
+        first = len(commands)
         try:
             while (item := reader.gets()) is not False:
                 if type(item) is not list:
@@ -171,10 +173,15 @@ class RequestReader:
                     commands.append(item)
         except hiredis.ProtocolError as exc:
             raise FrameError(f"ERR Protocol error: {exc}") from None
-        if not reader.has_data():
+        # hiredis does not say whether it holds part of a frame (it consumes the headers of
+        # one it has not finished). The commands it gave back, in canonical RESP (what
+        # clients send), are never longer than the bytes they came in: when they add up to
+        # all the bytes held, the read ended on a frame boundary. Otherwise (part of a
+        # frame, or an unusual encoding) the bytes are walked to find out, and bounded.
+        held = len(data) + (len(self._tail) if continued else 0)
+        if _canonical_size(commands, first) == held:
             self._tail.clear()
             return
-        # The read ended inside a frame: bound what is held before waiting for more.
         tail = self._tail
         if continued:
             tail += data
@@ -185,3 +192,16 @@ class RequestReader:
             del tail[:cut]
         if len(tail) > self.max_frame:
             raise FrameError("ERR Protocol error: request over the size limit")
+
+
+def _canonical_size(commands: list[list[bytes]], first: int) -> int:
+    """Bytes that commands[first:] take in canonical RESP ("*2\r\n$3\r\nGET\r\n...")."""
+    size = 0
+    for i in range(first, len(commands)):
+        command = commands[i]
+        count = len(command)
+        size += (1 if count < 10 else len(str(count))) + 3
+        for arg in command:
+            n = len(arg)
+            size += n + (1 if n < 10 else 2 if n < 100 else len(str(n))) + 5
+    return size
