@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from distcache_operator import apikeys, builders
-from distcache_operator.handlers.memory import DistCacheMemory
+from distcache_operator.handlers.memory import CredentialSeen, DistCacheMemory
 from distcache_operator.k8s import Api
 from distcache_operator.model import DistCache
 
@@ -43,13 +43,15 @@ async def credentials_status(api: Api, dc: DistCache, mem: DistCacheMemory,
                              statuses: Mapping[str, Mapping[str, Any] | None], now: float
                              ) -> dict[str, Any]:
     """status.credentials: per credential (apiKey, clusterSecret) the Secret it comes from
-    and the pods that have not loaded exactly its keys. `values`: credential -> (Secret
-    name, its value); `statuses`: pod -> its /cluster/status (None: no answer)."""
+    and the pods that answer with other keys than it lists. `values`: credential -> (Secret
+    name, its value); `statuses`: pod -> its /cluster/status (None: no answer; such a pod
+    is reported as not ready elsewhere, and reads the Secret as it is when it starts)."""
+    answering = {pod: st for pod, st in statuses.items() if st is not None}
     out: dict[str, Any] = {}
     for field_name, credential in (("apiKey", apikeys.API_KEY),
                                    ("clusterSecret", apikeys.CLUSTER_SECRET)):
         secret_name, value = values[field_name]
-        behind = apikeys.pods_behind(value, statuses, credential)
+        behind = apikeys.pods_behind(value, answering, credential)
         out[field_name] = {"secret": secret_name, "podsBehind": behind,
                            "keys": len(apikeys.fingerprints(value))}
         await _tell(api, dc, mem, field_name, secret_name, value, behind, now)
@@ -58,25 +60,25 @@ async def credentials_status(api: Api, dc: DistCache, mem: DistCacheMemory,
 
 async def _tell(api: Api, dc: DistCache, mem: DistCacheMemory, field_name: str,
                 secret_name: str, value: str, behind: list[str], now: float) -> None:
-    """One Event when the pods have all loaded a Secret value they had not (not for the
-    first look after an operator start: nothing changed that a user waits on), one Warning
-    when some still have not after CREDENTIALS_PATIENCE."""
+    """One Event when every pod has loaded a Secret value that replaced one they all had
+    (a rotation: not a new cache's first look, nor an operator's first look after a
+    start), one Warning when some pods still have not after CREDENTIALS_PATIENCE."""
     want = tuple(apikeys.fingerprints(value))
-    seen = mem.credentials.get(field_name)
-    if behind:
-        if seen is None or seen[0] != want:
-            mem.credentials[field_name] = (want, now, False)
-        elif not seen[2] and now - seen[1] > CREDENTIALS_PATIENCE:
-            mem.credentials[field_name] = (want, seen[1], True)
-            await api.event(dc, "CredentialsNotLoaded",
-                            f"Secret {secret_name} changed {now - seen[1]:.0f} s ago and "
-                            f"{', '.join(behind)} have not loaded it (a pod not running, or "
-                            "whose kubelet does not update its Secret volume): keep clients "
-                            "on the keys they use", warning=True)
+    seen = mem.credentials.setdefault(field_name, CredentialSeen())
+    if not behind:
+        if seen.loaded is not None and seen.loaded != want:
+            await api.event(dc, "CredentialsLoaded",
+                            f"every pod accepts the keys in Secret {secret_name} "
+                            f"({len(want)} key(s)): clients may move to a new one, and a key "
+                            "dropped from it stays accepted for the grace period")
+        seen.loaded, seen.waiting_for, seen.warned = want, None, False
         return
-    if seen is not None and seen[0] == want and seen[1] >= 0:
-        await api.event(dc, "CredentialsLoaded",
-                        f"every pod accepts the keys in Secret {secret_name} "
-                        f"({len(want)} key(s)): clients may move to a new one, and a key "
-                        "dropped from it stays accepted for the grace period")
-    mem.credentials[field_name] = (want, -1.0, False)
+    if seen.waiting_for != want:
+        seen.waiting_for, seen.since, seen.warned = want, now, False
+    elif not seen.warned and now - seen.since > CREDENTIALS_PATIENCE:
+        seen.warned = True
+        await api.event(dc, "CredentialsNotLoaded",
+                        f"Secret {secret_name} changed {now - seen.since:.0f} s ago and "
+                        f"{', '.join(behind)} have not loaded it (a pod whose kubelet does not "
+                        "update its Secret volume?): keep clients on the keys they use",
+                        warning=True)

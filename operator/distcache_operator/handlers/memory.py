@@ -19,6 +19,16 @@ MEMO_KEY = "distcache"  # where in kopf's memo the DistCacheMemory lives
 
 
 @dataclass
+class CredentialSeen:
+    """A credential's Secret as the pods were last seen with it (handlers.credentials)."""
+
+    loaded: tuple[str, ...] | None = None  # fingerprints every answering pod had
+    waiting_for: tuple[str, ...] | None = None  # fingerprints some pods do not have yet
+    since: float = 0.0  # loop time waiting_for was first seen
+    warned: bool = False  # the CredentialsNotLoaded Warning was said for waiting_for
+
+
+@dataclass
 class DistCacheMemory:
     secret: tuple[str, str | None] | None = None  # cluster secret, CA: the session's
     session: aiohttp.ClientSession | None = None
@@ -31,9 +41,7 @@ class DistCacheMemory:
     tls_event: str | None = None  # the last TLSNotLoaded/TLSInvalid Event's message
     tls_waiting: tuple[str, ...] = ()  # the pods a CA move step waited for, last logged
     warned: set[str] = field(default_factory=set)  # one-off warnings already given
-    # credential -> (the Secret's key fingerprints, loop time they were first seen with pods
-    # behind, or -1 once every pod had them; whether the Warning was said)
-    credentials: dict[str, tuple[tuple[str, ...], float, bool]] = field(default_factory=dict)
+    credentials: dict[str, CredentialSeen] = field(default_factory=dict)  # apiKey, clusterSecret
     # The daemon's wake-up: set by a spec change, a pod change or a stop; the daemon steps
     # at once instead of sleeping out the delay the last step returned.
     wake: asyncio.Event = field(default_factory=asyncio.Event)

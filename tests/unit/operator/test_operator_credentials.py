@@ -53,12 +53,22 @@ async def test_a_rotation_is_followed_pod_by_pod_and_said_once_when_done(make_dc
 
 async def test_pods_that_lag_past_the_patience_get_one_warning(make_dc: Any) -> None:
     dc, api, mem = make_dc(), FakeApi(), DistCacheMemory()
-    pods = {"cache-0": _pod("A", "B"), "cache-1": None}  # cache-1 does not answer
-    for now in (0.0, 10.0, CREDENTIALS_PATIENCE + 11, CREDENTIALS_PATIENCE + 30):
+    await _look(api, dc, mem, "A", {"cache-0": _pod("A"), "cache-1": _pod("A")}, 0.0)
+    # cache-1's kubelet does not update its volume; cache-2 does not answer (not counted:
+    # a pod that starts reads the Secret as it is).
+    pods = {"cache-0": _pod("A", "B"), "cache-1": _pod("A"), "cache-2": None}
+    for now in (1.0, 10.0, CREDENTIALS_PATIENCE + 11, CREDENTIALS_PATIENCE + 30):
         st = await _look(api, dc, mem, "A\nB", pods, now)
     assert st["apiKey"]["podsBehind"] == ["cache-1"]
     assert api.reasons().count("CredentialsNotLoaded") == 2  # once per credential
     assert "cache-1" in next(m for r, m, _ in api.events if r == "CredentialsNotLoaded")
+
+
+async def test_a_new_cache_coming_up_is_no_rotation(make_dc: Any) -> None:
+    dc, api, mem = make_dc(), FakeApi(), DistCacheMemory()
+    await _look(api, dc, mem, "A", {"cache-0": None, "cache-1": None}, 0.0)  # starting
+    st = await _look(api, dc, mem, "A", {"cache-0": _pod("A"), "cache-1": _pod("A")}, 5.0)
+    assert st["apiKey"]["podsBehind"] == [] and api.reasons() == []
 
 
 async def test_the_metrics_token_is_the_first_key_and_follows_the_secret(make_dc: Any) -> None:
