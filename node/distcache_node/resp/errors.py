@@ -19,6 +19,7 @@ class FrameError(Exception):
     (what follows the bad frame cannot be told apart from garbage)."""
 
     commands: list[list[bytes]] = []  # the whole commands read before the break
+    at = 0  # parser.scan_frames: where the frames before the break end
 
 
 SYNTAX = RespError("ERR syntax error")

@@ -10,8 +10,8 @@ checks the headers it has seen so far against the bounds and finds where the inc
 frame starts; reads that end on a frame boundary, the common case, skip that walk (see
 _feed_multibulk for how that is known).
 
-Limitation: after multibulk frames, an inline command in the same read is a protocol
-error (hiredis cannot hand back the bytes it refused); no client mixes the two.
+An inline command right after multibulk frames in one read makes hiredis fail: the bytes
+are then walked to find where the frames end, and reading goes on inline from there.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from distcache_node.resp.errors import FrameError
 
 MAX_INLINE = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
 _MAX_HEADER = 32  # "*"/"$", up to 20 digits and CRLF: a longer header line is garbage
+# An array header of 5 digits or more, anywhere: hiredis allocates a list of that length as
+# soon as it reads the header (a 2**31 one takes seconds), so such bytes are checked first.
+_BIG_ARRAY = re.compile(rb"\*[+ ]?\d{5}")
 _INLINE_ARG = re.compile(rb'"((?:\\.|[^"\\])*)"|\'([^\']*)\'|(\S+)')
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.DOTALL)
@@ -58,7 +61,17 @@ def _int(raw: bytes | bytearray, what: str) -> int:
 
 def scan_frames(buf: bytearray, max_args: int, max_bulk: int) -> int:
     """Where the last complete multibulk frame in `buf` ends (0: none complete), checking
-    every header seen against the bounds; FrameError when one is broken or over them."""
+    every header seen against the bounds; FrameError when one is broken or over them, its
+    `at` where the frames before the broken one end."""
+    done = [0]
+    try:
+        return _scan(buf, max_args, max_bulk, done)
+    except FrameError as exc:
+        exc.at = done[0]
+        raise
+
+
+def _scan(buf: bytearray, max_args: int, max_bulk: int, done: list[int]) -> int:
     n = len(buf)
     pos = boundary = 0
     while pos < n:
@@ -89,7 +102,7 @@ def scan_frames(buf: bytearray, max_args: int, max_bulk: int) -> int:
             p = eol + 2 + size + 2
             if p > n:
                 return boundary
-        boundary = pos = p
+        boundary = pos = done[0] = p
     return boundary
 
 
@@ -105,6 +118,7 @@ class RequestReader:
         # or of an inline line without its newline yet.
         self._tail = bytearray()
         self._inline = False
+        self._last = b""  # the end of the last read: a header may be split across reads
 
     @property
     def mid_frame(self) -> bool:
@@ -129,33 +143,49 @@ class RequestReader:
                 self._tail.clear()
                 self._inline = False
             else:
-                self._feed_multibulk(data, commands, continued=True)
-                return
-        start = 0
-        n = len(data)
-        while start < n and data[start] != 42:  # inline commands until a "*"
-            eol = data.find(b"\n", start)
-            if eol < 0:
-                if n - start > MAX_INLINE:
+                data = self._feed_multibulk(data, commands, continued=True)
+        while data:
+            start = 0
+            n = len(data)
+            while start < n and data[start] != 42:  # inline commands until a "*"
+                eol = data.find(b"\n", start)
+                if eol < 0:
+                    if n - start > MAX_INLINE:
+                        raise FrameError("ERR Protocol error: too big inline request")
+                    self._tail += data[start:]
+                    self._inline = True
+                    return
+                if eol - start > MAX_INLINE:
                     raise FrameError("ERR Protocol error: too big inline request")
-                self._tail += data[start:]
-                self._inline = True
+                args = split_inline(data[start:eol])
+                if len(args) > self.max_args:
+                    raise FrameError("ERR Protocol error: invalid multibulk length")
+                if args:
+                    commands.append(args)
+                start = eol + 1
+            if start >= n:
                 return
-            if eol - start > MAX_INLINE:
-                raise FrameError("ERR Protocol error: too big inline request")
-            args = split_inline(data[start:eol])
-            if len(args) > self.max_args:
-                raise FrameError("ERR Protocol error: invalid multibulk length")
-            if args:
-                commands.append(args)
-            start = eol + 1
-        if start < n:
-            self._feed_multibulk(data[start:] if start else data, commands, continued=False)
+            data = self._feed_multibulk(data[start:] if start else data, commands,
+                                        continued=False)
 
-    def _feed_multibulk(self, data: bytes, commands: list[list[bytes]], continued: bool) -> None:
+    def _feed_multibulk(self, data: bytes, commands: list[list[bytes]],
+                        continued: bool) -> bytes:
+        """Multibulk frames from `data` (continuing a held frame when `continued`); returns
+        what follows them when that is an inline command, else b""."""
         reader = self._reader
-        reader.feed(data)
         max_args, max_bulk = self.max_args, self.max_bulk
+        broken: FrameError | None = None
+        if _BIG_ARRAY.search(data) or (self._last and _BIG_ARRAY.search(self._last + data[:8])):
+            # Perhaps a value that looks like a header, perhaps a hostile count: the walk
+            # tells which, before hiredis sees it. The frames before a broken one still run.
+            held = len(self._tail) if continued else 0
+            try:
+                scan_frames(self._tail + data if continued else bytearray(data),
+                            max_args, max_bulk)
+            except FrameError as exc:
+                broken, data = exc, data[:max(0, exc.at - held)]
+        self._last = data[-8:]
+        reader.feed(data)
         first = len(commands)
         try:
             while (item := reader.gets()) is not False:
@@ -172,7 +202,9 @@ class RequestReader:
                 if item:  # "*0": nothing to do
                     commands.append(item)
         except hiredis.ProtocolError as exc:
-            raise FrameError(f"ERR Protocol error: {exc}") from None
+            return self._after_protocol_error(exc, data, continued)
+        if broken is not None:
+            raise broken
         # hiredis does not say whether it holds part of a frame (it consumes the headers of
         # one it has not finished). The commands it gave back, in canonical RESP (what
         # clients send), are never longer than the bytes they came in: when they add up to
@@ -181,7 +213,7 @@ class RequestReader:
         held = len(data) + (len(self._tail) if continued else 0)
         if _canonical_size(commands, first) == held:
             self._tail.clear()
-            return
+            return b""
         tail = self._tail
         if continued:
             tail += data
@@ -192,6 +224,22 @@ class RequestReader:
             del tail[:cut]
         if len(tail) > self.max_frame:
             raise FrameError("ERR Protocol error: request over the size limit")
+        return b""
+
+    def _after_protocol_error(self, exc: Exception, data: bytes, continued: bool) -> bytes:
+        """hiredis refused what follows the frames it read. An inline command there (after
+        multibulk frames in one read) is fine: hand it back, with a fresh hiredis reader.
+        Anything else is the client's broken frame."""
+        buf = self._tail + data if continued else bytearray(data)
+        try:
+            scan_frames(buf, self.max_args, self.max_bulk)
+        except FrameError as scanned:
+            if scanned.at < len(buf) and buf[scanned.at] != 42:  # not a "*": inline
+                self._reader = hiredis.Reader()
+                self._tail.clear()
+                return bytes(buf[scanned.at:])
+            raise
+        raise FrameError(f"ERR Protocol error: {exc}") from None
 
 
 def _canonical_size(commands: list[list[bytes]], first: int) -> int:

@@ -73,8 +73,8 @@ class RespProtocol(asyncio.Protocol):
         self.connections.discard(self)
         if self.session is not None:
             self.svc.sessions.pop(self.session.id, None)
-        if self.task is not None:
-            self.task.cancel()
+        # A command already running is left to finish (bounded by the peer timeouts): it may
+        # be a write half-way through its replication. Its reply is dropped (closing).
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
