@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # (MGET, MSET, DEL...) of at most MAX_BATCH keys.
 MAX_TTL = 10 * 365 * 24 * 3600.0
 MAX_BATCH = 10_000
+_RESERVED = RESERVED_PREFIX.encode()
 
 
 @dataclass
@@ -48,13 +49,18 @@ class Service:
     cells: dict[bytes, Any] = field(default_factory=dict)  # commands.Cells by name
     # key -> entry, None or REMOTE: this node's own answer when it settles the read
     lookup: Callable[[str], Any] = field(init=False)
+    # A LocalBackend's store: its calls never wait, so the hot commands (SET, MGET) make
+    # them without a coroutine and a task each, as handlers.get_handler does for GET.
+    local: Store | None = field(init=False)
 
     def __post_init__(self) -> None:
         backend = self.backend
         if isinstance(backend, LocalBackend):
             self.lookup = backend.store.get_with_ttl
+            self.local = backend.store
         else:
             self.lookup = getattr(backend, "read_local", lambda key: REMOTE)
+            self.local = None
 
     @property
     def max_args(self) -> int:
@@ -76,6 +82,19 @@ class Service:
             raise RespError(f"ERR invalid key: keys starting with {RESERVED_PREFIX!r} "
                             "are reserved")
         return key
+
+    def keys(self, raws: list[bytes]) -> list[str]:
+        """key() of each; the common key (plain ASCII within the limit, not reserved)
+        checked inline, any other by key() with its messages."""
+        limit = self.config.max_key_size
+        reserved = _RESERVED
+        out = []
+        for raw in raws:
+            if 0 < len(raw) <= limit and raw.isascii() and not raw.startswith(reserved):
+                out.append(raw.decode())
+            else:
+                out.append(self.key(raw))
+        return out
 
     def value(self, raw: bytes) -> bytes:
         """A RESP value as the stored JSON (values.py), within --max-value-size."""

@@ -70,19 +70,41 @@ async def _get_remote(s: Session, key: str) -> bytes:
     return _value(s, await s.svc.backend.get(key))
 
 
-async def mget(s: Session, args: list[bytes]) -> bytes:
+def mget(s: Session, args: list[bytes]) -> Reply:
     svc = s.svc
-    keys = [svc.key(k) for k in args[1:]]
-    found = await svc.backend.mget(list(dict.fromkeys(keys)))
-    svc.count_read(sum(k in found for k in keys), sum(k not in found for k in keys))
+    keys = svc.keys(args[1:])
+    if svc.local is not None:
+        return _mget_reply(s, keys, svc.local.get_many(list(dict.fromkeys(keys))))
+    return _mget_remote(s, keys)
+
+
+async def _mget_remote(s: Session, keys: list[str]) -> bytes:
+    return _mget_reply(s, keys, await s.svc.backend.mget(list(dict.fromkeys(keys))))
+
+
+def _mget_reply(s: Session, keys: list[str], found: dict[str, Entry]) -> bytes:
     null = replies.null(s.resp3)
-    bulk = replies.bulk
-    return replies.array(bulk(to_resp(found[k][0])) if k in found else null for k in keys)
+    parts = [b"*%d\r\n" % len(keys)]
+    append = parts.append
+    hits = 0
+    get = found.get
+    for key in keys:
+        entry = get(key)
+        if entry is None:
+            append(null)
+            continue
+        hits += 1
+        value = entry[0]
+        # A JSON string without escapes, inline: most values (to_resp's first case).
+        text = value[1:-1] if value[:1] == b'"' and b"\\" not in value else to_resp(value)
+        append(b"$%d\r\n%b\r\n" % (len(text), text))
+    s.svc.count_read(hits, len(keys) - hits)
+    return b"".join(parts)
 
 
 async def exists(s: Session, args: list[bytes]) -> bytes:
     svc = s.svc
-    keys = [svc.key(k) for k in args[1:]]
+    keys = svc.keys(args[1:])
     found = await svc.backend.mget(list(dict.fromkeys(keys)))
     return replies.integer(sum(k in found for k in keys))  # a repeated key counts each time
 
@@ -103,7 +125,7 @@ async def ttl(s: Session, args: list[bytes]) -> bytes:
 
 
 # --- writes -------------------------------------------------------------------------------
-async def set_(s: Session, args: list[bytes]) -> bytes:
+def set_(s: Session, args: list[bytes]) -> Reply:
     svc = s.svc
     key, value = svc.key(args[1]), svc.value(args[2])
     condition = expiry = None
@@ -126,11 +148,28 @@ async def set_(s: Session, args: list[bytes]) -> bytes:
             raise SYNTAX
         i += 1
     if condition is None and not want_old and expiry != b"KEEPTTL":
-        if ttl is not None and ttl <= 0:
-            await svc.backend.delete(key)
-        else:
-            await svc.backend.set(key, value, ttl)
-        return replies.OK
+        if svc.local is not None:
+            if ttl is not None and ttl <= 0:
+                svc.local.delete(key)
+            else:
+                svc.local.set(key, value, ttl)
+            return replies.OK
+        return _set_plain(s, key, value, ttl)
+    return _set_with_options(s, key, value, ttl, condition, expiry, want_old)
+
+
+async def _set_plain(s: Session, key: str, value: bytes, ttl: float | None) -> bytes:
+    if ttl is not None and ttl <= 0:
+        await s.svc.backend.delete(key)
+    else:
+        await s.svc.backend.set(key, value, ttl)
+    return replies.OK
+
+
+async def _set_with_options(s: Session, key: str, value: bytes, ttl: float | None,
+                            condition: bytes | None, expiry: bytes | None,
+                            want_old: bool) -> bytes:
+    svc = s.svc
     old = await svc.get(key)
     if (condition == b"NX" and old is not None) or (condition == b"XX" and old is None):
         done = False

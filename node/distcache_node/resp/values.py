@@ -49,6 +49,8 @@ def to_resp(stored: bytes) -> bytes:
     """A stored JSON value as the bytes a RESP client reads."""
     first = stored[:1]
     if first == b'"':
+        if b"\\" not in stored:  # no escapes: the bytes between the quotes are the text
+            return stored[1:-1]
         text = orjson.loads(stored)
         assert isinstance(text, str)
         return text.encode()
