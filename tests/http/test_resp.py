@@ -5,6 +5,7 @@ pipelines, TLS), redis-cli, raw sockets for what clients never send."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -401,6 +402,17 @@ def test_inline_commands(node: Node) -> None:
     assert got == b"+OK\r\n+OK\r\n$12\r\nhello world\n\r\n+PONG\r\n"
 
 
+def test_a_client_that_stops_sending_still_gets_every_reply(node: Node) -> None:
+    """`nc`-style: commands, then the write side closed; every reply comes, then the close.
+    SET ... GET reads before it writes, so its replies come from a task, after the EOF."""
+    with node.sock() as sock:
+        sock.sendall(encode_command("AUTH", API_KEY)
+                     + encode_command("SET", "half", "closed", "GET") * 500 + b"GET half\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        got, closed = read_until_closed(sock)
+    assert got == (b"+OK\r\n$-1\r\n" + b"$6\r\nclosed\r\n" * 500) and closed
+
+
 def test_quit_answers_then_closes(node: Node) -> None:
     with node.sock() as sock:
         sock.sendall(encode_command("QUIT") + encode_command("PING"))
@@ -483,6 +495,38 @@ def test_tls_with_the_nodes_certificate(start_node: Callable[..., Node], tmp_pat
     assert out.stdout.strip() == "v", out
 
 
+def test_a_rotated_certificate_is_served_on_the_resp_port(start_node: Callable[..., Node],
+                                                          tmp_path: Path) -> None:
+    """The RESP listener serves with the HTTP server's SSLContext, which tlsreload.py keeps
+    on the files: a certificate replaced on disk is served without a restart."""
+    from cryptography import x509
+
+    ca, _ = certs.make_ca(tmp_path)
+    cert, key = certs.make_cert(tmp_path / "live", "node", tmp_path)
+    trusting = ssl.create_default_context(cafile=str(ca))
+    node = start_node("--tls-cert", str(cert), "--tls-key", str(key), context=trusting)
+
+    def served_serial() -> int:
+        with node.sock() as raw, trusting.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    before = served_serial()
+    new_cert, new_key = certs.make_cert(tmp_path / "next", "node", tmp_path)
+    for new, live in ((new_key, key), (new_cert, cert)):
+        staged = live.with_suffix(".new")
+        staged.write_bytes(new.read_bytes())
+        os.replace(staged, live)
+    deadline = time.monotonic() + 20  # the node polls its files every 2 s
+    while (after := served_serial()) == before:
+        assert time.monotonic() < deadline, "the new certificate was not served in 20 s"
+        time.sleep(0.2)
+    assert after == x509.load_pem_x509_certificate(new_cert.read_bytes()).serial_number
+    client = node.client(ssl=True, ssl_ca_certs=str(ca))
+    assert client.set("k", "v") is True and client.get("k") == b"v"
+
+
 # --- redis-cli ----------------------------------------------------------------------------
 
 def test_redis_cli(node: Node) -> None:
@@ -506,3 +550,49 @@ def test_redis_cli(node: Node) -> None:
     out = subprocess.run([redis_cli, "-p", str(node.port), "GET", "user:1"],
                          capture_output=True, text=True, timeout=30).stdout
     assert "NOAUTH" in out
+
+
+def test_interactive_redis_cli_shows_hints_from_command_docs(node: Node) -> None:
+    """redis-cli on a terminal asks COMMAND DOCS at start and shows each command's syntax
+    as a hint while one types (a pseudo-terminal here; it asks for the cursor position,
+    which the test answers as a terminal would)."""
+    import pty
+    import select
+
+    redis_cli = shutil.which("redis-cli")
+    assert redis_cli, "redis-cli (Debian's redis-tools) is needed"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: redis-cli on the pseudo-terminal
+        os.execv(redis_cli, [redis_cli, "-p", str(node.port), "-a", API_KEY,
+                             "--no-auth-warning"])
+
+    def read(seconds: float) -> bytes:
+        out = b""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                out += chunk
+                if b"\x1b[6n" in chunk:  # where is the cursor? (linenoise)
+                    os.write(fd, b"\x1b[1;200R")
+        return out
+
+    try:
+        read(1.5)
+        os.write(fd, b"SET ")
+        typed = read(1.0)
+        os.write(fd, b"greeting hi\r")
+        read(1.0)
+        os.write(fd, b"GET greeting\r")
+        answered = read(1.5)
+        os.write(fd, b"quit\r")
+        read(1.0)
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+    assert b"key value [NX|XX] [GET]" in typed
+    assert b'"hi"' in answered
+

@@ -30,6 +30,7 @@ class Command:
     keys: tuple[int, int, int]  # first key, last key (-1: the last argument), step
     group: str
     summary: str
+    syntax: str = ""  # the arguments as Redis documents them, for redis-cli's hints
 
     @property
     def noauth(self) -> bool:
@@ -50,13 +51,42 @@ class Command:
             replies.array([]), replies.array([]), replies.array([]), replies.array([]),
         ])
 
-    def docs(self) -> dict[str, str]:
-        return {"summary": self.summary, "since": "1.0.0", "group": self.group}
+    def docs(self) -> dict[str, replies.Value]:
+        """COMMAND DOCS: what redis-cli shows as a hint while one types. The arguments are
+        one entry holding the syntax line (redis-cli prints an argument's name), not a
+        full argument tree."""
+        doc: dict[str, replies.Value] = {"summary": self.summary, "since": "1.0.0",
+                                  "group": self.group}
+        if self.syntax:
+            doc["arguments"] = [{"name": self.syntax, "type": "string"}]
+        return doc
 
 
 def _c(name: str, handler: Handler, arity: int, flags: str, keys: tuple[int, int, int],
        group: str, summary: str) -> Command:
-    return Command(name.encode(), handler, arity, tuple(flags.split()), keys, group, summary)
+    return Command(name.encode(), handler, arity, tuple(flags.split()), keys, group, summary,
+                   SYNTAX.get(name, ""))
+
+
+_EXPIRY = "[EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
+SYNTAX = {
+    "get": "key", "set": f"key value [NX|XX] [GET] {_EXPIRY}|KEEPTTL]",
+    "setex": "key seconds value", "psetex": "key milliseconds value", "getdel": "key",
+    "getex": f"key {_EXPIRY}|PERSIST]", "mget": "key [key ...]",
+    "mset": "key value [key value ...]", "msetnx": "key value [key value ...]",
+    "append": "key value", "strlen": "key", "incr": "key", "decr": "key",
+    "incrby": "key increment", "decrby": "key decrement", "del": "key [key ...]",
+    "unlink": "key [key ...]", "exists": "key [key ...]",
+    "expire": "key seconds [NX|XX|GT|LT]", "pexpire": "key milliseconds [NX|XX|GT|LT]",
+    "expireat": "key unix-time-seconds [NX|XX|GT|LT]",
+    "pexpireat": "key unix-time-milliseconds [NX|XX|GT|LT]", "persist": "key",
+    "ttl": "key", "pttl": "key", "ping": "[message]", "echo": "message",
+    "auth": "[username] password", "select": "index",
+    "hello": "[protover [AUTH username password] [SETNAME clientname]]",
+    "client": "SETNAME name|GETNAME|ID|SETINFO LIB-NAME|LIB-VER value|INFO|LIST",
+    "info": "[section [section ...]]", "command": "[COUNT|INFO|DOCS|LIST [name ...]]",
+    "config": "GET parameter [parameter ...]",
+}
 
 
 _K1, _KALL, _KPAIRS, _NOKEY = (1, 1, 1), (1, -1, 1), (1, -1, 2), (0, 0, 0)

@@ -111,10 +111,11 @@ class RespProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # The client is done sending: answer what it sent, then close (Redis does the same).
+        # TLS has no half-close: there the transport closes itself whatever we answer.
         self.reader_done = True
         if not self.queue and self.task is None and self.transport is not None:
             self.transport.close()
-        return True
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     # -- running the queue ---------------------------------------------------------------------
     reader_done = False
