@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -146,3 +148,19 @@ async def test_tls_cluster(resp_cluster: Callable[..., Awaitable[LocalCluster]])
     nodes[0].mset({f"t{i}": str(i) for i in range(50)})
     for r in nodes:
         assert r.mget([f"t{i}" for i in range(50)]) == [str(i).encode() for i in range(50)]
+
+
+async def test_a_write_without_its_quorum_is_tryagain_and_the_connection_stays(
+        resp_cluster: Callable[..., Awaitable[LocalCluster]]) -> None:
+    """With two of three nodes gone, no write can reach the two replicas it needs: RESP
+    answers Redis Cluster's -TRYAGAIN (HTTP's 503), nothing is acknowledged, and the
+    connection keeps serving."""
+    cluster = await resp_cluster()
+    survivor = clients(cluster)[0]
+    for node in cluster.state.nodes[1:]:
+        os.kill(node.pid, signal.SIGKILL)
+    with pytest.raises(redis.exceptions.TryAgainError, match="replicas needed; not stored"):
+        for i in range(20):  # some key's write needs a dead owner
+            survivor.set(f"w{i}", "v")
+    assert survivor.ping() is True
+

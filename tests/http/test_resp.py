@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -411,6 +412,16 @@ def test_a_client_that_stops_sending_still_gets_every_reply(node: Node) -> None:
         sock.shutdown(socket.SHUT_WR)
         got, closed = read_until_closed(sock)
     assert got == (b"+OK\r\n$-1\r\n" + b"$6\r\nclosed\r\n" * 500) and closed
+
+
+def test_sigterm_closes_resp_connections_and_exits_0(node: Node) -> None:
+    with node.sock() as sock:
+        sock.sendall(encode_command("PING"))
+        assert read_replies(sock, 1) == b"+PONG\r\n"
+        node.proc.send_signal(signal.SIGTERM)
+        _, closed = read_until_closed(sock, timeout=15)
+        assert closed
+    assert node.proc.wait(timeout=15) == 0
 
 
 def test_quit_answers_then_closes(node: Node) -> None:
