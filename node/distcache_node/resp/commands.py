@@ -143,10 +143,11 @@ def _unknown(args: list[bytes]) -> bytes:
 class Cells:
     """One command's metrics cells on a node: counts by outcome and a latency tally."""
 
-    __slots__ = ("counts", "error", "ok", "tally")
+    __slots__ = ("bounds", "counts", "error", "ok", "tally")
 
     def __init__(self, s: Session, name: str) -> None:
         metrics = s.svc.metrics
+        self.bounds = metrics.BOUNDS
         self.counts = metrics.command_counts
         self.ok = metrics.command_cell(PROTOCOL, name, "ok")
         self.error = metrics.command_cell(PROTOCOL, name, "error")
@@ -156,18 +157,13 @@ class Cells:
         self.counts[self.ok if ok else self.error] += 1
         elapsed = time.perf_counter() - start
         tally = self.tally
-        tally[bisect_left(BOUNDS, elapsed)] += 1
+        tally[bisect_left(self.bounds, elapsed)] += 1  # le: the first bound >= elapsed
         tally[-1] += elapsed
 
 
-BOUNDS: tuple[float, ...] = ()  # set from NodeMetrics.BOUNDS on first use
-
-
 def _cells(s: Session, name: bytes) -> Cells:
-    global BOUNDS
     cells = s.svc.cells.get(name)
     if cells is None:
-        BOUNDS = s.svc.metrics.BOUNDS
         cells = s.svc.cells[name] = Cells(s, name.decode())
     return cells
 

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
+from distcache_node.ratelimit import client_address
 from distcache_node.resp import replies
 from distcache_node.resp.commands import execute
 from distcache_node.resp.errors import FrameError
@@ -46,6 +47,7 @@ class RespProtocol(asyncio.Protocol):
         self.writing_paused = False
         self.reading_paused = False
         self.closing = False
+        self.reader_done = False  # the client shut its side: close once all is answered
         self.last_active = time.monotonic()
         self.frame_since: float | None = None  # when a command began arriving, unfinished
 
@@ -64,7 +66,10 @@ class RespProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         ip, port = (str(peer[0]), peer[1]) if isinstance(peer, tuple) else ("unknown", 0)
         addr = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        self.session = Session(svc, svc.ids(), addr, ip, authed=not svc.api_keys.enabled)
+        # Counted by the rate limiter as HTTP counts it (an IPv4 peer seen by a dual-stack
+        # socket as ::ffff:a.b.c.d is a.b.c.d); RESP has no X-Forwarded-For to believe.
+        client = client_address(ip, (), ())
+        self.session = Session(svc, svc.ids(), addr, client, authed=not svc.api_keys.enabled)
         svc.sessions[self.session.id] = self.session
         self.connections.add(self)
 
@@ -118,8 +123,6 @@ class RespProtocol(asyncio.Protocol):
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     # -- running the queue ---------------------------------------------------------------------
-    reader_done = False
-
     def _run(self) -> None:
         """Run queued commands while their replies are ready; hand over to a task at the
         first that is not."""

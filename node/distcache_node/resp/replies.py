@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
-QUEUED_CLOSE = OK  # QUIT's answer, before the close
 NULL2 = b"$-1\r\n"  # RESP2's null bulk string
 NULL3 = b"_\r\n"
 ZERO = b":0\r\n"
