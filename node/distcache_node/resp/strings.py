@@ -28,6 +28,7 @@ from distcache_node.resp.session import Session
 from distcache_node.resp.values import canonical_int, to_resp, to_stored
 
 Reply = bytes | Awaitable[bytes]
+DELETES_AT_ONCE = 64
 
 
 def _value(s: Session, entry: Entry | None) -> bytes:
@@ -214,9 +215,14 @@ async def mset(s: Session, args: list[bytes]) -> bytes:
 
 async def delete(s: Session, args: list[bytes]) -> bytes:
     svc = s.svc
-    keys = list(dict.fromkeys(svc.key(k) for k in args[1:]))
-    deleted = await asyncio.gather(*(svc.backend.delete(k) for k in keys))
-    return replies.integer(sum(deleted))
+    keys = list(dict.fromkeys(svc.keys(args[1:])))
+    count = 0
+    # The Backend deletes one key a call: at most DELETES_AT_ONCE in flight, so a DEL of
+    # 10,000 keys on a cluster is not 10,000 concurrent replications.
+    for i in range(0, len(keys), DELETES_AT_ONCE):
+        batch = keys[i:i + DELETES_AT_ONCE]
+        count += sum(await asyncio.gather(*(svc.backend.delete(k) for k in batch)))
+    return replies.integer(count)
 
 
 async def getdel(s: Session, args: list[bytes]) -> bytes:
