@@ -48,6 +48,19 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
     return out
 
 
+def pods_failing_message(problems: Mapping[str, str]) -> str:
+    """The PodsFailing text: each pod and why, with where to look. A pod the StatefulSet
+    could not create (a quota, an admission webhook) is not the image's fault."""
+    text = "; ".join(f"{pod}: {why}" for pod, why in sorted(problems.items()))
+    hints = []
+    if any(not why.startswith("not created") for why in problems.values()):
+        hints.append("check spec.image, spec.imagePullPolicy and the pod's logs")
+    if any(why.startswith("not created") for why in problems.values()):
+        hints.append("lower spec.replicas to take the scale-up back, or lift what refuses "
+                     "the pods")
+    return f"{text} ({'; '.join(hints)})"
+
+
 def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[str, bool],
             previous: Mapping[str, Any], error: str | None = None,
             pod_problems: Mapping[str, str] | None = None,
@@ -73,8 +86,11 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
             m["unreachableSince"] = dt.datetime.fromtimestamp(lost_at, dt.UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ")
     ready = sum(1 for p in pods_ready.values() if p)
-    unreachable = [m["id"] for m in members if obs.statuses.get(m["id"]) is None]
-    not_ready = [m["id"] for m in members if not m["ready"]]
+    # A joining member is not Ready until it has taken its share: that is the join, not a
+    # fault (one held up past the deadline is JoinStuck, from the membership machine).
+    settled_members = [m for m in members if m["state"] != "joining"]
+    unreachable = [m["id"] for m in settled_members if obs.statuses.get(m["id"]) is None]
+    not_ready = [m["id"] for m in settled_members if not m["ready"]]
     migrating = action.migration != "Idle"
     progressing = action.kind not in ("idle", "refuse") or migrating
     # Never served yet: the phase says Creating until every member is first ready.
@@ -85,9 +101,7 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
     elif member_lost or action.kind == "drop_dead":
         degraded = (True, "MemberLost", member_lost or action.reason)
     elif pod_problems:
-        degraded = (True, "PodsFailing", "; ".join(
-            f"{pod}: {why}" for pod, why in sorted(pod_problems.items()))
-            + " (check spec.image, spec.imagePullPolicy and the pod's logs)")
+        degraded = (True, "PodsFailing", pods_failing_message(pod_problems))
     elif action.kind == "refuse":
         degraded = (True, refusal_reason(action), action.reason)
     elif action.degraded:

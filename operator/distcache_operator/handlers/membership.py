@@ -48,12 +48,31 @@ async def member_statuses(coordinator: Coordinator, dc: DistCache, ring: RingDoc
     return ids, await coordinator.statuses(list(ids.values()))
 
 
+NOT_CREATED_GRACE = 10.0  # seconds a StatefulSet pod may be missing before it is said
+
+
+async def not_created(api: Api, dc: DistCache, mem: DistCacheMemory, sts: int | None,
+                      pods: Mapping[str, bool]) -> dict[str, str]:
+    """Pods the StatefulSet should have but that do not exist after NOT_CREATED_GRACE, with
+    the controller's reason (a ResourceQuota refusing them, ...): a blocked scale-up says
+    why at once, instead of waiting for JoinStuck's deadline. Pod -> why."""
+    now = asyncio.get_running_loop().time()
+    missing = [dc.member_id(i) for i in range(sts or 0) if dc.member_id(i) not in pods]
+    mem.missing_since = {pod: mem.missing_since.get(pod, now) for pod in missing}
+    late = [pod for pod in missing if now - mem.missing_since[pod] >= NOT_CREATED_GRACE]
+    if not late:
+        return {}
+    why = await api.failed_create(dc) or "no FailedCreate Event (yet)"
+    return {pod: f"not created by StatefulSet {dc.statefulset}: {why}" for pod in late}
+
+
 async def step_membership(api: Api, dc: DistCache, mem: DistCacheMemory,
                           coordinator: Coordinator, ring: RingDoc, sts: int | None,
                           members: Mapping[str, Member], statuses: Statuses,
                           previous: Mapping[str, Any]) -> Membership:
     mig = previous.get("migration") or {}
     pods, failing = await api.pods(dc)
+    failing = {**failing, **await not_created(api, dc, mem, sts, pods)}
     ahead = [members[m] for m, s in statuses.items()  # their ring is newer than the ConfigMap
              if s is not None and s["ring_version"] > ring.version]
     obs = Observed(ring, sts, statuses, transition_since=parse_time(mig.get("started")),

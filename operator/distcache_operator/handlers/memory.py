@@ -41,6 +41,7 @@ class DistCacheMemory:
     tls_event: str | None = None  # the last TLSNotLoaded/TLSInvalid Event's message
     tls_waiting: tuple[str, ...] = ()  # the pods a CA move step waited for, last logged
     warned: set[str] = field(default_factory=set)  # one-off warnings already given
+    missing_since: dict[str, float] = field(default_factory=dict)  # pod -> loop time first missed
     credentials: dict[str, CredentialSeen] = field(default_factory=dict)  # apiKey, clusterSecret
     # The daemon's wake-up: set by a spec change, a pod change or a stop; the daemon steps
     # at once instead of sleeping out the delay the last step returned.

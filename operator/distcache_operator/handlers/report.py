@@ -55,9 +55,8 @@ async def write_status(api: Api, dc: DistCache, mem: DistCacheMemory,
         computed["credentials"] = dict(credentials)
     if step.failing and mem.last_event != ("PodsFailing", str(sorted(step.failing.items()))):
         mem.last_event = ("PodsFailing", str(sorted(step.failing.items())))
-        message = "; ".join(f"{pod}: {why}" for pod, why in sorted(step.failing.items()))
-        await api.event(dc, "PodsFailing", message + " (check spec.image, "
-                        "spec.imagePullPolicy and the pod's logs)", warning=True)
+        await api.event(dc, "PodsFailing", status.pods_failing_message(step.failing),
+                        warning=True)
     if user_facing(computed) != user_facing(previous) or mem.status_at is None \
             or now - mem.status_at > STATUS_REFRESH:
         await api.patch_status(dc, computed)

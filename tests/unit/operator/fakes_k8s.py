@@ -29,6 +29,7 @@ class FakeApi:
         self.sts = sts
         self.ready: dict[str, bool] = {}
         self.failing: dict[str, str] = {}
+        self.failed_create_message: str | None = None  # the StatefulSet's FailedCreate Event
         self.events: list[tuple[str, str, bool]] = []
         self.calls: list[tuple[str, str]] = []
         self.status_patches: list[dict[str, Any]] = []
@@ -95,6 +96,10 @@ class FakeApi:
 
     async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
         return dict(self.ready), dict(self.failing)
+
+    async def failed_create(self, dc: DistCache) -> str | None:
+        self.calls.append(("list", "Event/FailedCreate"))
+        return self.failed_create_message
 
     async def watch_pods(self, namespace: str, selector: str) -> AsyncIterator[str]:
         while True:

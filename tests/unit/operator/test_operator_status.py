@@ -132,3 +132,23 @@ def test_pods_behind_on_a_ca_move_make_it_degraded_naming_them(make_dc) -> None:
     assert conds(s)["Available"] == ("True", "Serving")  # it still serves
     assert "cache-1: not answering" in next(
         c["message"] for c in s["conditions"] if c["type"] == "Degraded")
+
+
+def test_a_joining_member_that_is_not_ready_yet_is_a_join_not_a_fault(make_dc) -> None:
+    # Seen on kind: every normal grow showed Degraded=True (MembersNotReady) for a step or
+    # two, while the new member took its share (it is Ready only once it has).
+    dc = make_dc(replicas=4)
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active", 3: "joining"})
+    statuses = all_settled(dc, ring)
+    action = Action("wait", "ring v5 settling", migration="Joining", members=("cache-3",))
+    s = status.compute(dc, Observed(ring, 4, statuses), action,
+                       {"cache-0": True, "cache-1": True, "cache-2": True, "cache-3": False},
+                       {"phase": "Running"})
+    assert conds(s)["Degraded"] == ("False", "AsExpected")
+    assert conds(s)["Migrating"] == ("True", "Joining")
+    # An active member that is not ready still is a fault.
+    ring = ring_of(dc, {0: "active", 1: "active", 2: "active", 3: "active"})
+    s = status.compute(dc, Observed(ring, 4, all_settled(dc, ring)), Action("idle", "x"),
+                       {"cache-0": True, "cache-1": True, "cache-2": True, "cache-3": False},
+                       {"phase": "Running"})
+    assert conds(s)["Degraded"] == ("True", "MembersNotReady")
