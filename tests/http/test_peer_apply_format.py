@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
-from distcache_node.appkeys import CONFIG
 from distcache_node.cluster.peers import (
     BATCH_TYPE,
     PeerClient,
@@ -17,9 +17,6 @@ from distcache_node.cluster.peers import (
     decode_batch,
     decode_entries,
 )
-from distcache_node.config import NodeConfig
-from distcache_node.errors import ApiError
-from distcache_node.handlers import read_json
 from support import free_port
 
 ENTRIES: list[WireEntry] = [("a", b'"' + b"x" * 20_000 + b'"', None, 5), ("b", b"[1]", 9.0, 6)]
@@ -29,13 +26,13 @@ Received = list[tuple[str, list[WireEntry], list[tuple[str, int]]]]
 
 
 async def _old_node(request: web.Request, seen: Received) -> web.Response:
-    """/cluster/apply as a node before BATCH_TYPE read it: the body as JSON, whatever its
-    Content-Type (the node's own read_json)."""
+    """/cluster/apply as a node before BATCH_TYPE read it: the body as JSON whatever its
+    Content-Type, and 400 `malformed_json` when it is not."""
     try:
-        body = await read_json(request)
-    except ApiError as exc:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
         seen.append((request.content_type, [], []))
-        return exc.response()
+        return web.json_response({"error": "malformed_json", "message": str(exc)}, status=400)
     entries = decode_entries(body.get("entries") or [])
     deletes = [(k, v) for k, v in body.get("deletes") or []]
     seen.append((request.content_type, entries, deletes))
@@ -61,7 +58,6 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[PeerClient, Rec
             return await handler(request, seen)
 
         app = web.Application()
-        app[CONFIG] = NodeConfig()  # read_json's read timeout
         app.router.add_post("/cluster/apply", route)
         runner = web.AppRunner(app)
         await runner.setup()

@@ -28,6 +28,7 @@ from distcache_node.pipeline import PEER, add_route
 from distcache_node.protocol import FROM_HEADER, RING_HEADER
 
 EXPORT_BATCH = 2000
+EXPORT_BATCH_BYTES = 4 * 1024**2
 
 
 def _node(request: web.Request) -> ClusterNode:
@@ -149,13 +150,16 @@ async def handle_export(request: web.Request) -> web.StreamResponse:
         raise bad_request("'owner' must be a member id")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    batch = []
+    batch, size = [], 0
     for entry in node.store.entries():
         if owner in node.target.owners(entry[0]):
             batch.append(entry)
-            if len(batch) >= EXPORT_BATCH:
+            size += len(entry[0]) + len(entry[1])
+            # Bounded in bytes too: the reader refuses a line over its answer cap (64 MiB),
+            # which 2000 large values would pass.
+            if len(batch) >= EXPORT_BATCH or size >= EXPORT_BATCH_BYTES:
                 await response.write(b"[%b]\n" % encode_entries(batch))
-                batch = []
+                batch, size = [], 0
     if batch:
         await response.write(b"[%b]\n" % encode_entries(batch))
     owners = node.target.owners
