@@ -194,20 +194,17 @@ class Api:
                                       f"{waiting.get('message', '')}".strip(": "))
         return ready, problems
 
-    async def failed_create(self, dc: DistCache) -> str | None:
-        """The StatefulSet controller's newest FailedCreate message (a ResourceQuota, a
-        LimitRange or an admission webhook refusing a pod), None when there is none. Read
-        only while pods the StatefulSet should have do not exist."""
+    async def failed_creates(self, dc: DistCache) -> list[str]:
+        """The StatefulSet controller's FailedCreate messages, newest first (a ResourceQuota,
+        a LimitRange or an admission webhook refusing a pod). Read only while pods the
+        StatefulSet should have do not exist."""
         got = await self.kube.call(
             self.kube.core.list_namespaced_event, dc.namespace,
             field_selector=f"involvedObject.kind=StatefulSet,involvedObject.name="
                            f"{dc.statefulset},reason=FailedCreate")
-        items = got.get("items") or []
-        if not items:
-            return None
-        newest = max(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime")
-                                              or ""))
-        return str(newest.get("message") or "") or None
+        items = sorted(got.get("items") or [], reverse=True,
+                       key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return [str(e["message"]) for e in items if e.get("message")]
 
     # -- the DistCache -------------------------------------------------------------------------
     async def patch_status(self, dc: DistCache, status: dict[str, Any]) -> None:

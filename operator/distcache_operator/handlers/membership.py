@@ -62,8 +62,13 @@ async def not_created(api: Api, dc: DistCache, mem: DistCacheMemory, sts: int | 
     late = [pod for pod in missing if now - mem.missing_since[pod] >= NOT_CREATED_GRACE]
     if not late:
         return {}
-    why = await api.failed_create(dc) or "no FailedCreate Event (yet)"
-    return {pod: f"not created by StatefulSet {dc.statefulset}: {why}" for pod in late}
+    said = await api.failed_creates(dc)
+
+    def why(pod: str) -> str:  # the newest that names the pod, else the newest at all
+        named = [m for m in said if f'"{pod}"' in m or f"Pod {pod} " in m]
+        return (named or said or ["no FailedCreate Event (yet)"])[0]
+
+    return {pod: f"not created by StatefulSet {dc.statefulset}: {why(pod)}" for pod in late}
 
 
 async def step_membership(api: Api, dc: DistCache, mem: DistCacheMemory,

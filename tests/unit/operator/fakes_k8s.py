@@ -29,7 +29,7 @@ class FakeApi:
         self.sts = sts
         self.ready: dict[str, bool] = {}
         self.failing: dict[str, str] = {}
-        self.failed_create_message: str | None = None  # the StatefulSet's FailedCreate Event
+        self.failed_create_messages: list[str] = []  # the StatefulSet's FailedCreate, newest 1st
         self.events: list[tuple[str, str, bool]] = []
         self.calls: list[tuple[str, str]] = []
         self.status_patches: list[dict[str, Any]] = []
@@ -97,9 +97,9 @@ class FakeApi:
     async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
         return dict(self.ready), dict(self.failing)
 
-    async def failed_create(self, dc: DistCache) -> str | None:
+    async def failed_creates(self, dc: DistCache) -> list[str]:
         self.calls.append(("list", "Event/FailedCreate"))
-        return self.failed_create_message
+        return list(self.failed_create_messages)
 
     async def watch_pods(self, namespace: str, selector: str) -> AsyncIterator[str]:
         while True:

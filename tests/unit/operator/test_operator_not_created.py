@@ -13,14 +13,14 @@ from distcache_operator import status
 from distcache_operator.handlers.membership import NOT_CREATED_GRACE, not_created
 from distcache_operator.handlers.memory import DistCacheMemory
 
-QUOTA = ('create Pod cache-3 in StatefulSet cache failed error: pods "cache-3" is forbidden: '
+QUOTA = ('create Pod {pod} in StatefulSet cache failed error: pods "{pod}" is forbidden: '
          "exceeded quota: pods, requested: pods=1, used: pods=3, limited: pods=3")
 
 
 async def test_pods_missing_past_the_grace_are_named_with_the_controllers_reason(
         make_dc: Any) -> None:
     dc, api, mem = make_dc(replicas=5), FakeApi(), DistCacheMemory()
-    api.failed_create_message = QUOTA
+    api.failed_create_messages = [QUOTA.format(pod="cache-4"), QUOTA.format(pod="cache-3")]
     present = {"cache-0": True, "cache-1": True, "cache-2": True}
     assert await not_created(api, dc, mem, 5, present) == {}  # just scaled: give it time
     assert ("list", "Event/FailedCreate") not in api.calls  # no extra read meanwhile
@@ -28,7 +28,9 @@ async def test_pods_missing_past_the_grace_are_named_with_the_controllers_reason
     mem.missing_since = dict.fromkeys(mem.missing_since, now - NOT_CREATED_GRACE - 1)
     late = await not_created(api, dc, mem, 5, present)
     assert sorted(late) == ["cache-3", "cache-4"]
-    assert "exceeded quota" in late["cache-3"]
+    # Each pod with the controller's words about it (not the newest Event for both).
+    assert 'pods "cache-3" is forbidden: exceeded quota' in late["cache-3"]
+    assert 'pods "cache-4" is forbidden' in late["cache-4"]
     message = status.pods_failing_message(late)
     assert "exceeded quota" in message and "lower spec.replicas" in message
     assert "spec.image" not in message  # not the image's fault
