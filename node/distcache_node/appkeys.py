@@ -26,7 +26,7 @@ RATE_LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("rate_limiter")
 # The node's view of the cluster when a ring is configured, else None.
 CLUSTER: web.AppKey[ClusterNode | None] = web.AppKey("cluster")
 READY: web.AppKey[dict[str, Any]] = web.AppKey("ready")  # {"ready": bool, "reason": str}
-# Authorises calls to /cluster/* endpoints; raises ApiError when the caller is not a peer.
+# Authorises calls to /cluster/* endpoints; raises errors.Forbidden when the caller is not a peer.
 PEER_CHECK: web.AppKey[Callable[[web.Request], None]] = web.AppKey("peer_check")
 # Keeps the SSL contexts on the certificate files and says what they hold (TLS only).
 TLS: web.AppKey[CertReloader | None] = web.AppKey("tls")

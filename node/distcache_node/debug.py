@@ -10,7 +10,7 @@ import tracemalloc
 
 from aiohttp import web
 
-from distcache_node.errors import ApiError, bad_request
+from distcache_node.errors import Conflict, bad_request
 
 MAX_SECONDS = 60.0
 _profile_lock = asyncio.Lock()
@@ -41,7 +41,7 @@ async def handle_profile(request: web.Request) -> web.Response:
     Every handler runs on that thread, so this is the whole node's CPU time."""
     seconds, top = _seconds(request, 5.0), _limit(request)
     if _profile_lock.locked():
-        raise ApiError(409, "profile_in_progress", "a profile is already running; retry later")
+        raise Conflict("profile_in_progress", "a profile is already running; retry later")
     async with _profile_lock:
         profiler = cProfile.Profile()
         profiler.enable()

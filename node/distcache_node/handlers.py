@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,11 +10,15 @@ from aiohttp import web
 
 from distcache_node.appkeys import BACKEND, CONFIG, METRICS
 from distcache_node.backend import REMOTE, Entry, Item, LocalBackend
-from distcache_node.errors import ApiError, bad_request
+from distcache_node.errors import CacheError, NotFound, TooLarge, bad_request
+from distcache_node.httpbody import read_body as read_body
+from distcache_node.httpbody import read_json as read_json
 from distcache_node.ratelimit import KEY_PREFIX as RESERVED_PREFIX
+from distcache_node.validate import MAX_BATCH as MAX_BATCH
+from distcache_node.validate import MAX_TTL as MAX_TTL
+from distcache_node.validate import validate_key as _validate_key
+from distcache_node.validate import validate_ttl as validate_ttl
 
-MAX_TTL = 10 * 365 * 24 * 3600.0  # ten years: anything longer is a mistake, not a TTL
-MAX_BATCH = 10_000
 JSON = "application/json"
 
 
@@ -23,69 +26,11 @@ def _json_response(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type=JSON)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}", "malformed_json") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", "malformed_json")
-    return body
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The whole request body within the read timeout; never empty."""
-    try:
-        if request.content.is_eof():
-            raw = await request.read()  # all here already: no timer to arm
-        else:
-            async with asyncio.timeout(request.app[CONFIG].request_read_timeout):
-                raw = await request.read()
-    except TimeoutError:
-        raise ApiError(408, "request_timeout", "request body not received in time") from None
-    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
-        reason = str(exc).strip().splitlines()[-1].strip()
-        raise bad_request(f"request body cannot be read: {reason}", "malformed_body") from None
-    if not raw:
-        raise bad_request("request body is empty; send a JSON object", "malformed_json")
-    return raw
-
-
 def validate_key(
     request: web.Request, key: Any, field: str = "key", allow_reserved: bool = False
 ) -> str:
-    if key is None:
-        raise bad_request(f"missing {field!r}", "missing_key")
-    if not isinstance(key, str):
-        raise bad_request(f"{field!r} must be a string", "invalid_key")
-    if not key:
-        raise bad_request(f"{field!r} must not be empty", "invalid_key")
-    limit = request.app[CONFIG].max_key_size
-    ascii_key = key.isascii()  # the common case: valid UTF-8, one byte a character
-    size = len(key) if ascii_key else len(key.encode("utf-8", "surrogatepass"))
-    if size > limit:
-        raise bad_request(f"{field!r} is {size} bytes, over the {limit}-byte limit", "key_too_long")
-    if not ascii_key:
-        try:
-            key.encode()
-        except UnicodeEncodeError:
-            raise bad_request(f"{field!r} is not valid UTF-8", "invalid_key") from None
-    if not allow_reserved and key.startswith(RESERVED_PREFIX):
-        # The rate limiter's counters live here: a client must not reset or poison them.
-        raise bad_request(f"{field!r}: keys starting with {RESERVED_PREFIX!r} are reserved",
-                          "invalid_key")
-    return key
-
-
-def validate_ttl(ttl: Any) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise bad_request("'ttl' must be a number of seconds", "invalid_ttl")
-    if not 0 < ttl <= MAX_TTL:
-        raise bad_request(f"'ttl' must be > 0 and <= {MAX_TTL:.0f} seconds", "invalid_ttl")
-    return float(ttl)
+    """validate.validate_key with this node's key size limit."""
+    return _validate_key(key, request.app[CONFIG].max_key_size, field, allow_reserved)
 
 
 def encode_value(request: web.Request, body: dict[str, Any]) -> bytes:
@@ -97,7 +42,7 @@ def encode_value(request: web.Request, body: dict[str, Any]) -> bytes:
         raise bad_request(f"'value' cannot be stored: {exc}", "invalid_value") from None
     limit = request.app[CONFIG].max_value_size
     if len(value) > limit:
-        raise ApiError(413, "value_too_large",
+        raise TooLarge("value_too_large",
                        f"value is {len(value)} bytes encoded, over the {limit}-byte limit")
     return value
 
@@ -132,7 +77,7 @@ def get_handler(
     def respond(key: str, entry: Entry | None) -> web.Response:
         if entry is None:
             misses.value += 1
-            raise ApiError(404, "not_found", f"key {key!r} not found")
+            raise NotFound("not_found", f"key {key!r} not found")
         hits.value += 1
         value, ttl = entry
         ttl_json = b"null" if ttl is None else _ttl_json(ttl)
@@ -185,7 +130,7 @@ def _batch(body: dict[str, Any], field: str) -> list[Any]:
     if not isinstance(items, list):
         raise bad_request(f"{field!r} must be a list", f"invalid_{field}")
     if len(items) > MAX_BATCH:
-        raise ApiError(413, "batch_too_large", f"at most {MAX_BATCH} {field} per request")
+        raise TooLarge("batch_too_large", f"at most {MAX_BATCH} {field} per request")
     return items
 
 
@@ -229,7 +174,7 @@ async def handle_mset(request: web.Request) -> web.Response:
             key = validate_key(request, raw.get("key"), f"items[{index}].key")
             value = encode_value(request, raw)
             ttl = validate_ttl(raw.get("ttl"))
-        except ApiError as exc:
+        except CacheError as exc:
             exc.message = f"items[{index}]: {exc.message}"
             raise
         items.append((key, value, ttl))

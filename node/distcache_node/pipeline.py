@@ -20,7 +20,8 @@ from multidict import istr
 
 from distcache_node.appkeys import API_KEYS, CLUSTER, CONFIG, METRICS, PEER_CHECK, RATE_LIMITER
 from distcache_node.config import IPNetwork, parse_cidrs
-from distcache_node.errors import ApiError, json_error
+from distcache_node.errors import CacheError, NotFound, Unauthenticated
+from distcache_node.http_errors import HttpError, error_response, json_error
 from distcache_node.keyfile import KeySet
 from distcache_node.protocol import RING_VERSION_HEADER, STOPPING_HEADER
 from distcache_node.ratelimit import Decision, RateLimiter, client_address
@@ -63,16 +64,14 @@ def api_key_of(request: web.Request) -> str | None:
 def check_api_key(request: web.Request, expected: KeySet) -> None:
     given = api_key_of(request)
     if given is None:
-        raise ApiError(401, "unauthorized", "missing API key: send the X-API-Key header",
-                       {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+        raise Unauthenticated("unauthorized", "missing API key: send the X-API-Key header")
     if not expected.accepts(given):
-        raise ApiError(401, "unauthorized", "invalid API key",
-                       {"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+        raise Unauthenticated("unauthorized", "invalid API key")
 
 
 def _peer_check(request: web.Request) -> None:
     """Internal endpoints: replaced by the cluster module's check when clustering is on."""
-    raise ApiError(404, "not_found", "cluster endpoints are not enabled on this node")
+    raise NotFound("not_found", "cluster endpoints are not enabled on this node")
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
@@ -99,7 +98,7 @@ async def _limit(
                             trusted)
     try:
         return await limiter.check(client)
-    except ApiError as exc:
+    except CacheError as exc:
         log.warning("rate limiter unavailable, request let through: %s", exc.message)
         return None
 
@@ -142,16 +141,16 @@ def wrap(app: web.Application, handler: Handler, op: str, access: str) -> Wrappe
                 rate_headers = decision.headers()
                 if not decision.allowed:
                     metrics.rate_limited.inc()
-                    raise ApiError(429, "rate_limited",
-                                   f"too many requests: limit is {decision.limit} per second",
-                                   rate_headers)
+                    raise HttpError(429, "rate_limited",
+                                    f"too many requests: limit is {decision.limit} per second",
+                                    rate_headers)
             if peer_check is not None:
                 peer_check(request)
             response = handler(request)
             if not isinstance(response, web.StreamResponse):
                 response = await response
-        except ApiError as exc:
-            response = exc.response()
+        except CacheError as exc:
+            response = error_response(exc)
         except web.HTTPException as exc:
             response = _from_http_exception(exc)
         except NotAnInteger as exc:
@@ -211,14 +210,14 @@ def add_fallback_routes(app: web.Application) -> None:
         allow = ",".join(sorted(allowed))
 
         async def method_not_allowed(request: web.Request, allow: str = allow) -> web.Response:
-            raise ApiError(405, "method_not_allowed",
-                           f"method {request.method} not allowed here; allowed: {allow}",
-                           {"Allow": allow})
+            raise HttpError(405, "method_not_allowed",
+                            f"method {request.method} not allowed here; allowed: {allow}",
+                            {"Allow": allow})
 
         assert isinstance(resource, web.Resource)
         resource.add_route(hdrs.METH_ANY, wrap(app, method_not_allowed, "unmatched", PUBLIC))
 
     async def not_found(request: web.Request) -> web.Response:
-        raise ApiError(404, "not_found", "no such endpoint")
+        raise NotFound("not_found", "no such endpoint")
 
     app.router.add_route(hdrs.METH_ANY, "/{path:.*}", wrap(app, not_found, "unmatched", PUBLIC))

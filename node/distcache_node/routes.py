@@ -9,7 +9,7 @@ from aiohttp import web
 
 from distcache_node import debug, handlers
 from distcache_node.appkeys import CLUSTER, CONFIG, METRICS, READY, STORE, TLS
-from distcache_node.errors import ApiError
+from distcache_node.errors import Forbidden
 from distcache_node.pipeline import API, KEYED, PUBLIC, add_route
 
 OPENAPI_JSON = resources.files("distcache_node").joinpath("openapi.json").read_bytes()
@@ -64,7 +64,7 @@ def handle_status(request: web.Request) -> web.Response:
 
 
 async def handle_debug_disabled(request: web.Request) -> web.Response:
-    raise ApiError(403, "debug_disabled", "/debug/* is disabled on a node without an API key: "
+    raise Forbidden("debug_disabled", "/debug/* is disabled on a node without an API key: "
                    "start the node with --api-key (or DISTCACHE_API_KEY) to enable it")
 
 

@@ -32,7 +32,7 @@ from distcache_node.appkeys import (
     TLS,
 )
 from distcache_node.config import NodeConfig
-from distcache_node.errors import json_error
+from distcache_node.http_errors import json_error
 from distcache_node.resp.server import RespServer
 from distcache_node.resp.service import Service
 

@@ -26,13 +26,15 @@ from typing import Any
 import pytest
 import schemathesis
 
+from distcache_node import errors
 from distcache_node.app import create_app
 from distcache_node.config import NodeConfig
 from support import API_KEY, clean_env, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
-NODE_SOURCES = ["handlers.py", "pipeline.py", "debug.py", "serve.py", "routes.py"]
+NODE_SOURCES = ["handlers.py", "pipeline.py", "debug.py", "serve.py", "routes.py", "validate.py",
+                "httpbody.py", "http_errors.py"]
 # What a clustered node adds (/cluster/*, the peer check, 503 `unavailable` from the router
 # and the clock): every module of the cluster package, however it is split.
 CLUSTER_SOURCES = sorted(
@@ -172,19 +174,36 @@ def test_every_route_is_documented_and_nothing_else() -> None:
                 assert "requestBody" in op, (method, path)
 
 
+# errors.py's kinds of refusal, whose first argument is the code.
+_KINDS = {name for name, kind in vars(errors).items()
+          if isinstance(kind, type) and issubclass(kind, errors.CacheError)
+          and name not in ("CacheError", "Unavailable")}
+
+
 def _raised_codes(names: list[str] = NODE_SOURCES) -> set[str]:
-    """Error codes the node code writes as literals: the second argument of ApiError(...),
-    json_error(...) and bad_request(...) calls, and the connection-limit answer's body."""
+    """Error codes the node code writes as literals: the first argument of a refusal of
+    errors.py's kinds (NotFound(...), Conflict(...)...), the second of HttpError(...),
+    json_error(...) and bad_request(...) calls, `unavailable` for Unavailable(...) (its
+    default code), and the connection-limit answer's body."""
     codes: set[str] = set()
     for name in names:
         source = (ROOT / "node" / "distcache_node" / name).read_text()
         for node in ast.walk(ast.parse(source)):
             if (
                 isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in ("ApiError", "json_error", "bad_request")
+                and node.func.id in ("HttpError", "json_error", "bad_request")
                 and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
             ):
                 codes.add(node.args[1].value)
+            if (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in _KINDS and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                codes.add(node.args[0].value)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id == "Unavailable":
+                codes.add("unavailable")
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                     and node.func.id == "bad_request" and len(node.args) == 1
                     and not node.keywords):

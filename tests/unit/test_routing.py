@@ -21,7 +21,8 @@ from distcache_node.cluster.replication import VersionClock, required_acks
 from distcache_node.cluster.ring import Member, RingDoc
 from distcache_node.cluster.router import ClusterRouter
 from distcache_node.config import NodeConfig
-from distcache_node.errors import ApiError
+from distcache_node.errors import Unavailable
+from distcache_node.http_errors import status_of
 from distcache_node.store import Store
 
 KEYS = [f"key:{i}" for i in range(400)]
@@ -262,9 +263,9 @@ async def test_with_no_stand_in_the_default_quorum_refuses_the_write(make_node: 
     node = make_node(members=2, replication=2)
     fakes = with_fake_peers(node)
     fakes["n1"].down = True
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Unavailable) as refused:
         await ClusterRouter(node).set("k", b"1", None)
-    assert refused.value.status == 503 and refused.value.code == "unavailable"
+    assert status_of(refused.value) == 503 and refused.value.code == "unavailable"
     assert "1 of 2" in refused.value.message
 
 
@@ -285,9 +286,9 @@ async def test_an_explicit_quorum_above_the_live_owners_refuses(make_node: Make)
     node = make_node(members=3, replication=3, write_quorum=3)
     fakes = with_fake_peers(node)
     fakes["n2"].down = True
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Unavailable) as refused:
         await ClusterRouter(node).set("k", b"1", None)
-    assert refused.value.status == 503
+    assert status_of(refused.value) == 503
     assert "2 of 3" in refused.value.message
 
 
@@ -318,9 +319,9 @@ async def test_an_increment_the_dead_primary_may_have_applied_is_not_sent_again(
     key = key_where(node, lambda owners: owners == ["n1", "n0"])
     primary = node.peers["n1"] = DyingPrimary("n1", node)  # type: ignore[assignment]
     router = ClusterRouter(node)
-    with pytest.raises(ApiError) as unanswered:
+    with pytest.raises(Unavailable) as unanswered:
         await router.incr(key, 1, None)
-    assert unanswered.value.status == 503 and "may or may not" in unanswered.value.message
+    assert status_of(unanswered.value) == 503 and "may or may not" in unanswered.value.message
     assert primary.calls == 1 and node.store.get(key) == b"1"  # counted once, by n1
     # The client's next increment finds the primary refusing: this node takes over, with
     # the stand-in n2 as the second copy.

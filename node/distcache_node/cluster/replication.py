@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from distcache_node.cluster.ring import hash64
-from distcache_node.errors import ApiError
+from distcache_node.errors import Unavailable
 
 log = logging.getLogger("distcache.clock")
 
@@ -87,9 +87,9 @@ class VersionClock:
             # Only after observing a version from the layout's last millisecond (year 2109):
             # a forged version or a wildly wrong clock. No version is left above it, so the
             # write is refused as one that cannot be ordered (a 503), not an internal error.
-            raise ApiError(503, "unavailable", "this node has observed a write version from "
-                           "the end of the version range (a peer's clock is far off): it "
-                           "cannot order new writes", {"Retry-After": "1"})
+            raise Unavailable("this node has observed a write version from the end of the "
+                              "version range (a peer's clock is far off): it cannot order "
+                              "new writes", retry_after=1)
         self._l, self._c = physical, logical
         return pack(physical, logical, self.node)
 

@@ -28,15 +28,17 @@ from distcache_node.backend import REMOTE, Entry, Item
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
 from distcache_node.cluster.replication import ApplyResult, required_acks
-from distcache_node.errors import ApiError
+from distcache_node.errors import CacheError, Conflict, TooLarge, Unavailable
 
-# Errors the key's primary answers /cluster/incr with that are the client's to see.
-PRIMARY_VERDICTS = frozenset({"not_an_integer", "value_too_large"})
+# Errors the key's primary answers /cluster/incr with that are the client's to see, by code,
+# as the kind of refusal they are here.
+PRIMARY_VERDICTS: dict[str, type[CacheError]] = {
+    "not_an_integer": Conflict, "value_too_large": TooLarge}
 MAX_ROUNDS = 4  # write fan-out rounds: each replaces owners that failed in the last
 
 
-def _unavailable(message: str) -> ApiError:
-    return ApiError(503, "unavailable", message, {"Retry-After": "1"})
+def _unavailable(message: str) -> Unavailable:
+    return Unavailable(message, retry_after=1)
 
 
 class ClusterRouter:
@@ -292,7 +294,8 @@ class ClusterRouter:
                     # The primary refused the increment itself (a value that is not an
                     # integer, an overflow, an entry over its memory): nothing changed, and
                     # the client gets the answer a single node gives.
-                    raise ApiError(exc.status, *exc.error) from None
+                    code, message = exc.error
+                    raise PRIMARY_VERDICTS[code](code, message) from None
                 if exc.unreachable:
                     self._failed(exc)
                 raise _unavailable(f"incr on {exc.peer} failed, it may or may not have "

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from distcache_node.appkeys import CLUSTER
+from distcache_node.appkeys import CLUSTER, CONFIG
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import (
     BATCH_TYPE,
@@ -22,10 +22,11 @@ from distcache_node.cluster.peers import (
 )
 from distcache_node.cluster.ring import RingConflict, RingDoc, RingError
 from distcache_node.cluster.status import node_status
-from distcache_node.errors import ApiError, bad_request
-from distcache_node.handlers import read_body, read_json, validate_key, validate_ttl
+from distcache_node.errors import Conflict, bad_request
+from distcache_node.httpbody import read_body, read_json
 from distcache_node.pipeline import PEER, add_route
 from distcache_node.protocol import FROM_HEADER, RING_HEADER
+from distcache_node.validate import validate_key, validate_ttl
 
 EXPORT_BATCH = 2000
 EXPORT_BATCH_BYTES = 4 * 1024**2
@@ -67,11 +68,11 @@ async def handle_put_ring(request: web.Request) -> web.Response:
         doc = RingDoc.from_json(await read_json(request))
         changed = node.update_ring(doc, "push")
     except RingConflict as exc:
-        raise ApiError(409, "ring_conflict", str(exc)) from None
+        raise Conflict("ring_conflict", str(exc)) from None
     except RingError as exc:
         raise bad_request(str(exc), "invalid_ring") from None
     if not changed and doc.version < node.doc.version:
-        raise ApiError(409, "stale_ring",
+        raise Conflict("stale_ring",
                        f"ring v{doc.version} is older than this node's v{node.doc.version}")
     # Adopted, or the very ring this node follows again (a retried push): both succeed.
     return _json({"accepted": True, "changed": changed, "version": node.doc.version})
@@ -85,7 +86,8 @@ def _keys(request: web.Request, body: dict[str, Any]) -> list[str]:
     keys = body.get("keys")
     if not isinstance(keys, list):
         raise bad_request("'keys' must be a list")
-    return [validate_key(request, k, "keys[]", allow_reserved=True) for k in keys]
+    limit = request.app[CONFIG].max_key_size
+    return [validate_key(k, limit, "keys[]", allow_reserved=True) for k in keys]
 
 
 async def handle_get(request: web.Request) -> web.Response:
@@ -130,7 +132,8 @@ async def handle_incr(request: web.Request) -> web.Response:
     from distcache_node.cluster.router import ClusterRouter
 
     body = await read_json(request)
-    key = validate_key(request, body.get("key"), allow_reserved=True)  # rate limit counters
+    key = validate_key(body.get("key"), request.app[CONFIG].max_key_size,
+                       allow_reserved=True)  # rate limit counters
     delta = body.get("delta", 1)
     if isinstance(delta, bool) or not isinstance(delta, int):
         raise bad_request("'delta' must be an integer", "invalid_delta")
@@ -177,7 +180,7 @@ async def handle_drain(request: web.Request) -> web.Response:
     node = _node(request)
     me = node.doc.member(node.id)
     if me is None:
-        raise ApiError(409, "not_a_member", "this node is not in the ring")
+        raise Conflict("not_a_member", "this node is not in the ring")
     if me.state != "leaving":
         doc = node.doc.with_state([node.id], "leaving")
         # Peers first: they must know we are leaving before our keys arrive.
@@ -187,7 +190,7 @@ async def handle_drain(request: web.Request) -> web.Response:
         try:
             node.update_ring(doc, "drain")
         except RingConflict as exc:  # another writer published this version meanwhile
-            raise ApiError(409, "ring_conflict", f"{exc}; retry the drain") from None
+            raise Conflict("ring_conflict", f"{exc}; retry the drain") from None
     node.migration.wake()  # a second call re-checks for writes that landed late
     return _json(node_status(node))
 

@@ -32,7 +32,7 @@ from distcache_node.cluster.peers import client_ssl_context, make_session
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.cluster.router import ClusterRouter
 from distcache_node.cluster.routes import setup_cluster_routes
-from distcache_node.errors import ApiError
+from distcache_node.errors import Forbidden
 from distcache_node.protocol import SECRET_HEADER
 
 
@@ -60,7 +60,7 @@ def peer_check(app: web.Application) -> None:
             return
         # The data API key is not a peer credential, not even for reads: people and
         # clients read GET /status.
-        raise ApiError(403, "forbidden", "cluster endpoints accept only peers (a peer "
+        raise Forbidden("forbidden", "cluster endpoints accept only peers (a peer "
                        "certificate naming a ring member, or the cluster secret); for the "
                        "node's view of the cluster, GET /status with the API key")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distcache_node.errors import ApiError
+from distcache_node.errors import CacheError, Unavailable
 from distcache_node.store import EntryTooLarge, NotAnInteger
 
 
@@ -34,10 +34,10 @@ def wrong_arity(name: str) -> RespError:
 
 def from_backend(exc: Exception) -> RespError | None:
     """What the service layer raised, as a RESP error; None for what is not the client's
-    to see (a bug: logged by the caller). The one place that knows the Backend's error types:
-    when they stop being HTTP-shaped, only this function changes."""
-    if isinstance(exc, ApiError):
-        if exc.status == 503:
+    to see (a bug: logged by the caller). The one place that knows the Backend's error types
+    (errors.py's kinds, no protocol's)."""
+    if isinstance(exc, CacheError):
+        if isinstance(exc, Unavailable):
             # Redis Cluster's word for "not now, retry": clients that know it back off.
             return RespError(f"TRYAGAIN {exc.message}")
         if exc.code == "not_an_integer":
