@@ -33,6 +33,19 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes,
     return data, False
 
 
+def read_exact(sock: socket.socket, size: int, timeout: float = 30.0) -> bytes:
+    """Exactly `size` bytes (a known reply stream, however large)."""
+    sock.settimeout(timeout)
+    chunks, have = [], 0
+    while have < size:
+        chunk = sock.recv(min(1 << 20, size - have))
+        if not chunk:
+            raise AssertionError(f"closed after {have} of {size} bytes")
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
 def read_replies(sock: socket.socket, count: int, timeout: float = 10.0) -> bytes:
     """Read until `count` top-level replies of simple types (+ - : $ _ and flat arrays of
     bulk strings) have arrived; returns the raw bytes."""

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from distcache_node.local import certs
-from resp_support import encode_command, read_replies, read_until_closed
+from resp_support import encode_command, read_exact, read_replies, read_until_closed
 from support import API_KEY, free_port
 
 Spawn = Callable[..., tuple[subprocess.Popen[bytes], str]]
@@ -442,7 +442,39 @@ def test_slow_and_idle_connections_are_closed(start_node: Callable[..., Node]) -
         _, closed = read_until_closed(idle, timeout=8)
         idle_closed = time.monotonic() - opened
         assert closed and 3.5 < idle_closed < 8, idle_closed
+    with node.sock() as trickle:  # a byte every 0.2 s of a command that never ends in time
+        trickle.sendall(b"*2\r\n$3\r\nGET\r\n$100\r\n")
+        opened = time.monotonic()
+        trickle.settimeout(0.2)
+        closed = False
+        while time.monotonic() - opened < 6 and not closed:
+            try:
+                trickle.sendall(b"x")
+                closed = trickle.recv(1) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - opened < 3.5
     assert node.client().ping() is True
+
+
+def test_a_client_waiting_on_its_replies_is_not_taken_for_a_slow_one(
+        start_node: Callable[..., Node]) -> None:
+    """A pipeline the node is still answering (the client reads slowly), with the next
+    command half sent: the read timeout does not run while the node owes replies."""
+    node = start_node("--request-read-timeout", "1")
+    value = b"x" * 1_000_000
+    node.client().set("big", value)
+    with node.sock() as sock:
+        sock.sendall(encode_command("AUTH", API_KEY) + encode_command("GET", "big") * 300
+                     + b"*2\r\n$3\r\nGET\r\n")
+        time.sleep(2.5)  # past the read timeout, replies unread
+        reply = b"$1000000\r\n" + value + b"\r\n"
+        expected = b"+OK\r\n" + reply * 300
+        assert read_exact(sock, len(expected)) == expected
+        sock.sendall(b"$3\r\nbig\r\n")  # the rest of the last command, at once
+        assert read_replies(sock, 1) == reply
 
 
 def test_connection_limit(start_node: Callable[..., Node]) -> None:

@@ -96,11 +96,10 @@ class RespProtocol(asyncio.Protocol):
         else:
             if commands:
                 self.queue.extend(commands)
-            if self.reader.mid_frame:
-                if self.frame_since is None:
-                    self.frame_since = now
-            else:
+            if not self.reader.mid_frame:
                 self.frame_since = None
+            elif commands or self.frame_since is None:
+                self.frame_since = now  # a new command began arriving
         if self.task is None:
             self._run()
         if len(self.queue) >= MAX_PIPELINE:
@@ -111,6 +110,8 @@ class RespProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.frame_since is not None:  # it reads again: its clock restarts (see _run)
+            self.frame_since = time.monotonic()
         if self.task is None:
             self._run()
 
@@ -131,7 +132,9 @@ class RespProtocol(asyncio.Protocol):
             return
         out: list[bytes] = []
         size = 0
+        ran = False
         while queue and not self.writing_paused and not self.closing:
+            ran = True
             item = queue.popleft()
             if isinstance(item, FrameError):
                 out.append(replies.error(str(item)))
@@ -161,6 +164,10 @@ class RespProtocol(asyncio.Protocol):
             elif self.reading_paused and not self.closing:
                 self.reading_paused = False
                 transport.resume_reading()
+            if ran and self.frame_since is not None:
+                # The client's time to finish its next command starts once it has had all
+                # its replies: while we owed it some, it may rightly have waited.
+                self.frame_since = time.monotonic()
 
     async def _wait(self, reply: Awaitable[bytes]) -> None:
         data = await reply
@@ -189,7 +196,9 @@ class RespProtocol(asyncio.Protocol):
         """Why this connection should be closed now, if it should: a command that has been
         arriving for longer than read_timeout (a slow or stuck sender), or no traffic at all
         for idle_timeout (0: never) while nothing is running."""
-        if self.frame_since is not None and now - self.frame_since > read_timeout:
+        busy = self.queue or self.task is not None or self.writing_paused
+        if (self.frame_since is not None and not busy and not self.reading_paused
+                and now - self.frame_since > read_timeout):
             return "command not received in time"
         if (idle_timeout > 0 and self.task is None and not self.queue
                 and now - self.last_active > idle_timeout):
