@@ -22,10 +22,10 @@ from distcache_node.appkeys import API_KEYS, CLUSTER, CONFIG, METRICS, PEER_CHEC
 from distcache_node.config import IPNetwork, parse_cidrs
 from distcache_node.errors import CacheError, NotFound, Unauthenticated
 from distcache_node.http_errors import HttpError, error_response, json_error
+from distcache_node.httpserver import GuardedRequestHandler
 from distcache_node.keyfile import KeySet
 from distcache_node.protocol import RING_VERSION_HEADER, STOPPING_HEADER
 from distcache_node.ratelimit import Decision, RateLimiter, client_address
-from distcache_node.serve import GuardedRequestHandler
 from distcache_node.store import EntryTooLarge, NotAnInteger
 
 log = logging.getLogger("distcache.node")

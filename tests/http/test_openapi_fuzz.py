@@ -34,7 +34,7 @@ from support import API_KEY, clean_env, free_port, wait_ready
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "node" / "distcache_node" / "openapi.json"
 NODE_SOURCES = ["handlers.py", "pipeline.py", "debug.py", "serve.py", "routes.py", "validate.py",
-                "httpbody.py", "http_errors.py"]
+                "httpbody.py", "http_errors.py", "httpserver.py"]
 # What a clustered node adds (/cluster/*, the peer check, 503 `unavailable` from the router
 # and the clock): every module of the cluster package, however it is split.
 CLUSTER_SOURCES = sorted(

@@ -1,4 +1,4 @@
-"""serve.py's slow-client protection and connection bound reach into aiohttp internals that
+"""httpserver.py's slow-client protection and connection bound reach into aiohttp internals that
 aiohttp offers no public hook for (the protocol class a server builds, its table of
 connections, a handler's request count). So aiohttp is pinned to one exact, tested version
 in pyproject.toml, and this module fails loudly, naming the piece, when an upgrade moves any
@@ -19,7 +19,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from distcache_node.config import NodeConfig
-from distcache_node.serve import GuardedAppRunner, GuardedRequestHandler, _GuardedServer
+from distcache_node.httpserver import GuardedAppRunner, GuardedRequestHandler, _GuardedServer
 from support import ROOT
 
 
@@ -27,7 +27,8 @@ def test_aiohttp_is_pinned_to_the_installed_version() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = [d for d in project["dependencies"] if re.match(r"aiohttp\b", d)]
     assert pins == [f"aiohttp=={aiohttp.__version__}"], (
-        f"serve.py is tested against the pinned aiohttp only; installed {aiohttp.__version__}, "
+        f"httpserver.py is tested against the pinned aiohttp only; installed "
+        f"{aiohttp.__version__}, "
         f"pyproject says {pins}: re-run this module and tests/http/test_server.py, then pin")
 
 
