@@ -78,6 +78,8 @@ def test_mid_frame_is_known_even_when_hiredis_took_the_headers() -> None:
     ([b"*9999", b"9999\r\n"], "invalid multibulk length"),
     ([b"*1\r\n$" + b"9" * 40], "invalid bulk length"),
     ([b"PING " + b"x" * 70_000], "too big inline request"),
+    ([b'GET "unterminated\r\n'], "unbalanced quotes"),
+    ([b"SET k 'open\r\n"], "unbalanced quotes"),
     ([(b"*10\r\n" + (b"$100\r\n" + b"x" * 100 + b"\r\n") * 10)[:-1]], "over the size limit"),
 ])
 def test_broken_or_oversized_frames(chunks: list[bytes], error: str) -> None:

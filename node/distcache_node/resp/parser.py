@@ -47,8 +47,12 @@ def split_inline(line: bytes) -> list[bytes]:
         quoted, single, plain = match.groups()
         if quoted is not None:
             args.append(_ESCAPE.sub(_unescape, quoted))
+        elif single is not None:
+            args.append(single)
+        elif plain[:1] in (b'"', b"'"):  # a quote that never closes: Redis refuses the line
+            raise FrameError("ERR Protocol error: unbalanced quotes in request")
         else:
-            args.append(single if single is not None else plain)
+            args.append(plain)
     return args
 
 
