@@ -13,7 +13,15 @@ import secrets
 from typing import Any
 
 from distcache_node.cluster.ring import Member, RingDoc
-from distcache_operator.model import API_VERSION, KIND, PORT, DistCache, default_image
+from distcache_operator.model import (
+    API_VERSION,
+    KIND,
+    PORT,
+    REDIS_PORT,
+    REDIS_PORT_NAME,
+    DistCache,
+    default_image,
+)
 
 RING_KEY = "ring.json"
 RING_DIR = "/etc/distcache/ring"
@@ -79,6 +87,17 @@ def build_metrics_token_secret(dc: DistCache, token: str) -> dict[str, Any]:
             "metadata": _meta(dc, dc.metrics_token_secret), "stringData": {"token": token}}
 
 
+def service_ports(dc: DistCache) -> list[dict[str, Any]]:
+    """The HTTP port, named after its scheme, and (spec.redis.enabled, the default) the
+    Redis protocol port named `redis`, so `kubectl port-forward svc/<name> 6379:redis` and
+    a client's Service lookup need no number."""
+    ports: list[dict[str, Any]] = [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]
+    if dc.spec.redis_enabled:
+        ports.append({"name": REDIS_PORT_NAME, "port": REDIS_PORT,
+                      "targetPort": REDIS_PORT})
+    return ports
+
+
 def build_headless_service(dc: DistCache) -> dict[str, Any]:
     """Peers' DNS names (<pod>.<name>-peers), published before the pods are ready: a joining
     or refilling node must be reachable by its peers and the operator."""
@@ -87,13 +106,13 @@ def build_headless_service(dc: DistCache) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
                      "selector": dict(dc.selector_labels),
-                     "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
+                     "ports": service_ports(dc)}}
 
 
 def build_client_service(dc: DistCache) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(dc, dc.client_service),
             "spec": {"type": "ClusterIP", "selector": dict(dc.selector_labels),
-                     "ports": [{"name": dc.scheme, "port": PORT, "targetPort": PORT}]}}
+                     "ports": service_ports(dc)}}
 
 
 def pdb_max_unavailable(dc: DistCache) -> int:
@@ -112,12 +131,16 @@ def build_pdb(dc: DistCache) -> dict[str, Any]:
 
 
 def build_network_policy(dc: DistCache, operator_namespace: str) -> dict[str, Any]:
-    """Ingress to the cache pods' one port: their own pods (replication, migration,
-    heartbeats), the operator's namespace (it calls /cluster/status and pushes rings) and
-    the clients spec.networkPolicy.clients names (empty: every pod anywhere). Nothing else
-    reaches the pods where NetworkPolicies are enforced. Egress is not restricted: the
-    pods only call each other, and a DNS rule would depend on the cluster's DNS labels."""
+    """Ingress to the cache pods' HTTP port from their own pods (replication, migration,
+    heartbeats) and the operator's namespace (it calls /cluster/status and pushes rings);
+    to the HTTP port and the Redis protocol port (spec.redis.enabled) from the clients
+    spec.networkPolicy.clients names (empty: every pod anywhere). Peers and the operator
+    speak only HTTP, so they get no Redis port. Nothing else reaches the pods where
+    NetworkPolicies are enforced. Egress is not restricted: the pods only call each other,
+    and a DNS rule would depend on the cluster's DNS labels."""
     port = [{"protocol": "TCP", "port": PORT}]
+    client_ports = [*port, {"protocol": "TCP", "port": REDIS_PORT}] \
+        if dc.spec.redis_enabled else port
     peers: list[dict[str, Any]] = [
         {"podSelector": {"matchLabels": dict(dc.selector_labels)}},
         {"namespaceSelector": {"matchLabels": {
@@ -129,7 +152,7 @@ def build_network_policy(dc: DistCache, operator_namespace: str) -> dict[str, An
             "spec": {"podSelector": {"matchLabels": dict(dc.selector_labels)},
                      "policyTypes": ["Ingress"],
                      "ingress": [{"from": peers, "ports": port},
-                                 {"from": clients, "ports": port}]}}
+                                 {"from": clients, "ports": client_ports}]}}
 
 
 def default_spread(dc: DistCache) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -184,6 +207,10 @@ def node_args(dc: DistCache) -> list[str]:
     if s.tls_enabled:
         args += [f"--tls-cert={TLS_DIR}/tls.crt", f"--tls-key={TLS_DIR}/tls.key",
                  f"--tls-ca={TLS_DIR}/ca.crt"]
+    if s.redis_enabled:
+        # The node serves TLS on it with the HTTP port's certificate whenever --tls-cert is
+        # given, and asks for AUTH with the same API key.
+        args.append(f"--resp-port={REDIS_PORT}")
     if s.write_quorum:
         args.append(f"--write-quorum={s.write_quorum}")
     if s.rate_limit:
@@ -212,7 +239,9 @@ def build_statefulset(dc: DistCache, replicas: int) -> dict[str, Any]:
             {"name": "POD_NAMESPACE",
              "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
-        "ports": [{"name": dc.scheme, "containerPort": PORT}],
+        "ports": [{"name": dc.scheme, "containerPort": PORT},
+                  *([{"name": REDIS_PORT_NAME, "containerPort": REDIS_PORT}]
+                    if s.redis_enabled else [])],
         "readinessProbe": {"httpGet": probe, "periodSeconds": 2, "failureThreshold": 2},
         "livenessProbe": {"httpGet": {**probe, "path": "/healthz"}, "initialDelaySeconds": 5,
                           "periodSeconds": 10, "failureThreshold": 3},

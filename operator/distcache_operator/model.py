@@ -22,6 +22,10 @@ KIND = "DistCache"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 PORT = 8080
+# The Redis protocol (RESP) listener beside the HTTP port: Redis's own port, so a Redis
+# client's default works through a port-forward or a Service without a port number.
+REDIS_PORT = 6379
+REDIS_PORT_NAME = "redis"
 DEFAULT_REPLICAS = 3
 DEFAULT_REPLICATION = 2
 DEFAULT_GRACE = 30
@@ -132,6 +136,7 @@ class DistCacheSpec:
     service_monitor: bool = False
     service_monitor_interval: str = "30s"
     service_monitor_labels: dict[str, str] = field(default_factory=dict)
+    redis_enabled: bool = True  # spec.redis.enabled: the RESP listener, its ports
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,7 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
     rate = spec.get("rateLimit") or {}
     pdb = spec.get("podDisruptionBudget") or {}
     netpol = spec.get("networkPolicy") or {}
+    redis = spec.get("redis") or {}
     return DistCacheSpec(
         replicas=replicas,
         image=str(spec.get("image") or ""),
@@ -338,4 +344,5 @@ def parse_spec(spec: Mapping[str, Any]) -> DistCacheSpec:
         service_monitor_interval=str(monitor.get("interval") or "30s"),
         service_monitor_labels={str(k): str(v) for k, v in
                                 (monitor.get("labels") or {}).items()},
+        redis_enabled=bool(redis.get("enabled", True)),
     )

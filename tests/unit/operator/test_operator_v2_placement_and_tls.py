@@ -174,7 +174,9 @@ def test_network_policy_lets_peers_the_operator_and_clients_in(make_dc) -> None:
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}} \
         in peers["from"]
     assert clients["from"] == [{"namespaceSelector": {}}]
-    assert all(rule["ports"] == [{"protocol": "TCP", "port": 8080}] for rule in spec["ingress"])
+    assert peers["ports"] == [{"protocol": "TCP", "port": 8080}]
+    # Clients also get the Redis protocol port (tests/unit/operator/test_operator_redis_port.py).
+    assert {"protocol": "TCP", "port": 8080} in clients["ports"]
     only = [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}]
     spec = build_network_policy(make_dc(networkPolicy={"clients": only}), "ops")["spec"]
     assert spec["ingress"][1]["from"] == only
