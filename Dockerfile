@@ -79,3 +79,23 @@ LABEL org.opencontainers.image.title="distcache-operator" \
       org.opencontainers.image.description="DistCache Kubernetes operator (kopf)" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENTRYPOINT ["python3", "-m", "distcache_operator"]
+
+# --- client: the node's venv plus redis-py, for the e2e tier's Redis-protocol load pod -----------
+# (e2e/test_resp_kind.py; scripts/images.sh client). A test image, not shipped: the node image
+# stays without a Redis client. Offline, the redis wheel comes from .build/wheels like the rest.
+FROM build AS client-build
+ARG PIP_FIND_LINKS=
+ARG CLIENT_REQUIREMENT="redis>=5"
+RUN if [ -n "$PIP_FIND_LINKS" ]; then \
+        /opt/distcache/bin/pip install --no-index --find-links "$PIP_FIND_LINKS" "$CLIENT_REQUIREMENT"; \
+    else \
+        /opt/distcache/bin/pip install "$CLIENT_REQUIREMENT"; \
+    fi \
+ && /opt/distcache/bin/python -c 'import redis, hiredis'
+
+FROM runtime AS client
+LABEL org.opencontainers.image.title="distcache-client" \
+      org.opencontainers.image.description="DistCache e2e load client (the node's venv and redis-py)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=client-build /opt/distcache /opt/distcache
+ENTRYPOINT ["python3"]

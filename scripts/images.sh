@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# images.sh [base|node|operator|all]: build the project's container images.
+# images.sh [base|node|operator|client|all]: build the project's container images.
 #   base      distcache/python-base:<rev>: Debian bookworm + python3 (3.11), debootstrapped and
 #             `docker import`ed; for machines that cannot pull python:3.11-slim.
 #   node      distcache/node:<version>      (Dockerfile, target node)
 #   operator  distcache/operator:<version>  (Dockerfile, target operator)
+#   client    distcache/client:<version>    (Dockerfile, target client: the node's venv and
+#             redis-py, the e2e tier's Redis-protocol load pod; `all` builds it too)
 # <version> is the project version in pyproject.toml. The base is python:3.11-slim when that
 # image is present locally (or PYTHON_IMAGE=... names one), else the local base (built if missing).
 # When containers cannot reach PyPI (a proxy with its own certificate, or no network), the
@@ -20,6 +22,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)
 [ -n "$VERSION" ] || die "no version in pyproject.toml"
 NODE_IMAGE=${NODE_IMAGE:-distcache/node:$VERSION}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-distcache/operator:$VERSION}
+CLIENT_IMAGE=${CLIENT_IMAGE:-distcache/client:$VERSION}
 WHEEL_CACHE=$DISTCACHE_DEV_CACHE/wheels
 WHEELS=${WHEELS:-auto}
 
@@ -60,7 +63,7 @@ prepare_wheels() {
   # The project's own wheel always from the current sources; dependencies come from the cache.
   rm -f "$WHEEL_CACHE/py$want"/distcache-*.whl
   SOURCE_DATE_EPOCH=315532800 "${NICE[@]}" "$py" -m pip wheel -q --find-links "$WHEEL_CACHE/py$want" \
-    '.[operator]' -w "$WHEEL_CACHE/py$want" 2> >(grep -v -e '^ ' -e '^$' >&2)
+    '.[operator]' 'redis>=5' -w "$WHEEL_CACHE/py$want" 2> >(grep -v -e '^ ' -e '^$' >&2)
   cp -l "$WHEEL_CACHE/py$want"/*.whl .build/wheels/ 2>/dev/null || cp "$WHEEL_CACHE/py$want"/*.whl .build/wheels/
 }
 
@@ -81,11 +84,12 @@ build_image() {   # build_image TARGET IMAGE BASE [EXTRAS]
 what=${1:-all}
 case $what in
   base) build_base ;;
-  node|operator|all)
+  node|operator|client|all)
     base=$(pick_base)
     prepare_wheels "$base"
-    [ "$what" = operator ] || build_image node "$NODE_IMAGE" "$base"
-    [ "$what" = node ] || build_image operator "$OPERATOR_IMAGE" "$base" '[operator]'
+    case $what in node|all) build_image node "$NODE_IMAGE" "$base" ;; esac
+    case $what in operator|all) build_image operator "$OPERATOR_IMAGE" "$base" '[operator]' ;; esac
+    case $what in client|all) build_image client "$CLIENT_IMAGE" "$base" ;; esac
     ;;
-  *) die "usage: images.sh [base|node|operator|all]" ;;
+  *) die "usage: images.sh [base|node|operator|client|all]" ;;
 esac
