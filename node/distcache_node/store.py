@@ -24,6 +24,7 @@ Not thread-safe on purpose: the node runs one event loop and calls it from there
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -77,6 +78,16 @@ class Store:
 
     def __len__(self) -> int:
         return len(self._data) - len(self._tombstones)
+
+    def expiring(self, sample: int = 1000) -> tuple[int, float]:
+        """Keys with a TTL, and their mean remaining seconds over up to `sample` of them
+        (INFO keyspace's expires and avg_ttl; Redis estimates the mean by sampling too)."""
+        count = len(self._deadlines)
+        if not count:
+            return 0, 0.0
+        now = self.clock()
+        left = [max(0.0, d - now) for d in itertools.islice(self._deadlines.values(), sample)]
+        return count, sum(left) / len(left)
 
     @property
     def tombstones(self) -> int:

@@ -179,7 +179,13 @@ def test_append_strlen_and_connection_commands(r: redis.Redis) -> None:
         r.execute_command("CLIENT", "KILL", "x")
     assert r.dbsize() == 1
     info = r.info()
-    assert info["redis_version"] and info["db0"]["keys"] == 1
+    assert info["redis_version"] and info["db0"] == {"keys": 1, "expires": 0, "avg_ttl": 0}
+    r.set("ttl-1", "x", ex=100)
+    r.set("ttl-2", "x", ex=200)
+    keyspace = r.info("keyspace")["db0"]
+    assert keyspace["keys"] == 3 and keyspace["expires"] == 2
+    assert 140_000 < keyspace["avg_ttl"] <= 150_000  # milliseconds, as Redis reports it
+    r.delete("ttl-1", "ttl-2")
     assert info["connected_clients"] >= 1 and info["used_memory"] > 0
     assert set(r.info("stats")) >= {"keyspace_hits", "keyspace_misses",
                                    "total_commands_processed"}

@@ -67,7 +67,10 @@ def _section(s: Session, name: str) -> list[str]:
                       f"distcache_ring_version:{cluster.doc.version}"]
         return lines
     if name == "keyspace":  # this node's store: on a cluster, its share and its replicas
-        return [f"db0:keys={len(store)}"] if len(store) else []
+        if not len(store):
+            return []
+        expires, avg_ttl = store.expiring()
+        return [f"db0:keys={len(store)},expires={expires},avg_ttl={int(avg_ttl * 1000)}"]
     return []
 
 
