@@ -124,6 +124,7 @@ bench: $(STAMP) ## Benchmarks side by side with their anchors; writes docs/bench
 	@scripts/ensure-debs.sh wrk=wrk redis-server=redis-server redis-benchmark=redis-tools
 	$(PY) bench/run.py
 	$(PY) bench/cluster.py
+	$(PY) bench/resp.py
 
 .PHONY: clean
 clean: ## Remove the venv, caches and local cluster state

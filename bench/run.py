@@ -287,9 +287,11 @@ def answers_200(port: int, path: str) -> Callable[[], bool]:
     return check
 
 
-def start_node(procs: Processes, pinning: Pinning, max_memory: str) -> tuple[int, Any]:
+def start_node(procs: Processes, pinning: Pinning, max_memory: str,
+               extra: list[str] | None = None) -> tuple[int, Any]:
     port = free_port()
-    proc = procs.start("distcache-node", node_argv(port, max_memory), pinning.server, pinning)
+    proc = procs.start("distcache-node", [*node_argv(port, max_memory), *(extra or [])],
+                       pinning.server, pinning)
     wait_until(answers_200(port, "/healthz"), proc, "distcache-node")
     return port, proc
 
@@ -381,9 +383,10 @@ def wrk(url: str, pid: int, pinning: Pinning, seconds: float, connections: int,
 
 
 def redis_benchmark(port: int, pid: int, pinning: Pinning, requests: int, connections: int,
-                    command: list[str]) -> Run:
+                    command: list[str], pipeline: int = 1) -> Run:
+    """`command`: redis-benchmark's options (-t, -r, -a...) then, if any, a custom command."""
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(connections),
-            "-n", str(requests), "-P", "1", "--csv", *command]
+            "-n", str(requests), "-P", str(pipeline), "--csv", *command]
     started, cpu_before = time.monotonic(), cpu_seconds(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120,
                          preexec_fn=pinning.preexec(pinning.client)).stdout
