@@ -62,8 +62,10 @@ prepare_wheels() {
   mkdir -p "$WHEEL_CACHE/py$want" .build/wheels
   # The project's own wheel always from the current sources; dependencies come from the cache.
   rm -f "$WHEEL_CACHE/py$want"/distcache-*.whl
+  # redis: the client image's. async-timeout: redis-py needs it below Python 3.11.3 (Debian
+  # bookworm's 3.11.2), which a newer host's pip leaves out when it evaluates the marker.
   SOURCE_DATE_EPOCH=315532800 "${NICE[@]}" "$py" -m pip wheel -q --find-links "$WHEEL_CACHE/py$want" \
-    '.[operator]' 'redis>=5' -w "$WHEEL_CACHE/py$want" 2> >(grep -v -e '^ ' -e '^$' >&2)
+    '.[operator]' 'redis>=5' 'async-timeout>=4.0.3' -w "$WHEEL_CACHE/py$want" 2> >(grep -v -e '^ ' -e '^$' >&2)
   cp -l "$WHEEL_CACHE/py$want"/*.whl .build/wheels/ 2>/dev/null || cp "$WHEEL_CACHE/py$want"/*.whl .build/wheels/
 }
 
