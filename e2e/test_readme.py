@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,9 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     for name in ("manifests", "charts"):
         (tmp_path / name).symlink_to(REPO / name)
     delete_demo()
+    # The test's own interpreter first: its venv has redis-py, which the block's python3 uses.
     env = {**os.environ, "PATH": f"{helm}:{Path(kubectl_path() or '').parent}:"
-                                 f"{os.environ['PATH']}"}
+                                 f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     try:
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=900)
@@ -74,6 +76,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
         assert '{"stored":true,"key":"user:1"}' in out
         got, _ = json.JSONDecoder().raw_decode(out[out.rindex('{"key":"user:1"'):])
         assert got["value"] == "Alice"
+        # redis-py through the Service's redis port: the key written over HTTP, and its own.
+        assert "True ['Alice', 'Bob']" in out
         row = next(line.split() for line in out.splitlines() if line.startswith("cache "))
         assert row[1:4] == ["5", "5", "Running"], row
         assert "distcache-dashboard-distcache-cache" in out
