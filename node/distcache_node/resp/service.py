@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distcache_node import validate
 from distcache_node.backend import REMOTE, Backend, Entry, LocalBackend
 from distcache_node.config import NodeConfig
 from distcache_node.keyfile import KeySet
@@ -24,10 +25,10 @@ if TYPE_CHECKING:
     from distcache_node.cluster.node import ClusterNode
     from distcache_node.resp.session import Session
 
-# The HTTP API's bounds, for the same reasons: ten years is a mistake, not a TTL; a batch
+# The HTTP API's bounds, the same objects: ten years is a mistake, not a TTL; a batch
 # (MGET, MSET, DEL...) of at most MAX_BATCH keys.
-MAX_TTL = 10 * 365 * 24 * 3600.0
-MAX_BATCH = 10_000
+MAX_TTL = validate.MAX_TTL
+MAX_BATCH = validate.MAX_BATCH
 _RESERVED = RESERVED_PREFIX.encode()
 
 
