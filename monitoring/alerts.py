@@ -54,6 +54,7 @@ _REFUSED = (f'sum by ({BY}) (rate(distcache_requests_total{{op=~"{WRITE_OPS}", '
 _WRITES = f'sum by ({BY}) (rate(distcache_requests_total{{op=~"{WRITE_OPS}"}}[5m]))'
 _PLACED = f"min by ({BY}) (distcache_migration_done)"
 _MOVED = f"sum by ({BY}) (increase(distcache_migration_keys_moved_total[15m]))"
+_CRED_ERROR = "max by (namespace, job, pod, credential) (distcache_credential_file_error)"
 _OP_RETRY = ("sum by (namespace, job) "
              '(rate(distcache_operator_reconciles_total{outcome="retry"}[15m]))')
 _OP_ALL = "sum by (namespace, job) (rate(distcache_operator_reconciles_total[15m]))"
@@ -128,6 +129,18 @@ ALERTS = (
         "DistCache migration in {{ $labels.namespace }}/{{ $labels.job }} is stuck",
         "A node has not placed its data for the current ring and no key has moved for 15 "
         "minutes: a scale or drain cannot finish. See migration.reason in GET /status.",
+    ),
+    Alert(
+        "DistCacheCredentialFileUnusable",
+        f"{_CRED_ERROR} > 0",
+        (_CRED_ERROR,),
+        "5m", "warning",
+        "DistCache node {{ $labels.namespace }}/{{ $labels.pod }} cannot use its "
+        "{{ $labels.credential }} file",
+        "The mounted {{ $labels.credential }} file is unreadable or holds no key. The node "
+        "goes on with the keys it loaded before, so a rotation does not reach it: once the "
+        "old key is dropped, clients (api_key) or peers and the operator (cluster_secret) "
+        "are refused by this pod. Check the Secret and the pod's mount.",
     ),
     Alert(
         "DistCacheOperatorReconcileErrors",

@@ -15,7 +15,7 @@ NODE_METRICS = frozenset({
     "distcache_ring_version", "distcache_ring_members", "distcache_ready",
     "distcache_peer_up", "distcache_forwarded_reads_total",
     "distcache_migration_keys_moved_total", "distcache_migration_keys_remaining",
-    "distcache_migration_done",
+    "distcache_migration_done", "distcache_credential_file_error",
 })
 
 # Metrics the operator serves on :9090/metrics (operator/distcache_operator/metrics.py); the

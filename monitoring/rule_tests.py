@@ -106,6 +106,16 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[str, list[dict[str, str]
          series("distcache_migration_keys_moved_total", node(0, job="placed"), "5x40")],
         [("5m", []), ("20m", [cluster()])],
     ),
+    "DistCacheCredentialFileUnusable": (
+        [series("distcache_credential_file_error", node(0, credential="api_key"), "0 0 1x20"),
+         series("distcache_credential_file_error", node(0, credential="cluster_secret"),
+                "0x22"),
+         # a file that could not be read for a moment (a Secret update in flight): no alert
+         series("distcache_credential_file_error", node(1, credential="api_key"),
+                "0 1 1 0x19")],
+        [("4m", []),
+         ("10m", [{"namespace": NS, "job": JOB, "pod": "cache-0", "credential": "api_key"}])],
+    ),
     "DistCacheOperatorReconcileErrors": (
         [reconciles("retry", "0+5x40"),
          reconciles("ok", "0+1x40"),

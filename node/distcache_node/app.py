@@ -97,7 +97,7 @@ def create_app(config: NodeConfig) -> web.Application:
                             config.cluster_secret_file, grace)
     if config.api_key_file or config.cluster_secret_file:
         app.cleanup_ctx.append(key_reload)
-        app[METRICS].registry.register(KeySetCollector([app[API_KEYS], app[PEER_KEYS]]))
+    app[METRICS].registry.register(KeySetCollector([app[API_KEYS], app[PEER_KEYS]]))
     if clustered:
         from distcache_node.cluster.setup import setup_cluster
 

@@ -202,7 +202,9 @@ class KeySetCollector(Collector):
     """Scrape-time view of the key files: whether each can be used, reloads, keys accepted."""
 
     def __init__(self, sets: Sequence[KeySet]) -> None:
-        self.sets = [s for s in sets if s.path]
+        # Keys given directly (flag, environment) too: their file error is a truthful 0, and
+        # the alert on it has data on every node, so a broken expression would show.
+        self.sets = list(sets)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         error = GaugeMetricFamily(
