@@ -7,11 +7,17 @@ CA, the Service's name checked) and the API key, as an application in the cluste
 
 Operations (each counted as the commands it sends): GET, SET, MGET and MSET of 10 keys, and
 pipelines (no transaction) of 5 SETs and 5 GETs; half the connections speak RESP2, half
-RESP3 (HELLO 3 AUTH). Values are versioned (`<n>:<key>`, n higher than any before), and no
-two operations on one key are ever in flight together, so each key's last acknowledged value
-is known: a read that returns an older value (or nothing) is a stale read, and a key that
-holds an older value (or none) when every key is read back at the end is a lost write. A
-write whose outcome is unknown (it failed) adds its value to those the key may hold.
+RESP3 (HELLO 3 AUTH). The Service spreads connections, not commands, over the pods, so that
+pods that join and leave get connections too: --fresh of the operations go through a
+connection of their own, which first asks INFO server which pod it reached (its run_id is
+the pod's name in hex; counted in `served_by`), and the pools' idle connections are closed
+every 5 s (new ones are made as needed, through the Service again).
+
+Values are versioned (`<n>:<key>`, n higher than any before), and no two operations on one
+key are ever in flight together, so each key's last acknowledged value is known: a read that
+returns an older value (or nothing) is a stale read, and a key that holds an older value (or
+none) when every key is read back at the end is a lost write. A write whose outcome is
+unknown (it failed) adds its value to those the key may hold.
 
 A command that fails on a closed connection, a timeout or Redis's TRYAGAIN ("not now") is
 sent again, on another connection, for up to --retry-for seconds, as redis-py's own Retry
@@ -34,6 +40,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +103,21 @@ def version_of(raw: bytes | None, key: str) -> int | None:
     return int(n) if of == key else -1
 
 
+def pod_of(info: dict[str, Any]) -> str:
+    """The pod behind a connection: the node puts its id (the pod's name) in hex in run_id."""
+    try:
+        return bytes.fromhex(str(info.get("run_id", ""))).decode()
+    except ValueError:
+        return "?"
+
+
 class Load:
-    def __init__(self, clients: list[Redis], keys: int, retry_for: float) -> None:
+    def __init__(self, clients: list[Redis], keys: int, retry_for: float,
+                 fresh: Callable[[], Redis], fresh_share: float) -> None:
         self.clients = clients
+        self.fresh = fresh
+        self.fresh_share = fresh_share
+        self.served_by: Counter[str] = Counter()
         run = os.urandom(4).hex()  # a run's own keys: another run's values are not stale
         self.names = [f"resp:{run}:{i}" for i in range(keys)]
         self.keys = {name: Key() for name in self.names}
@@ -106,6 +125,7 @@ class Load:
         self.retry_for = retry_for
         self.tally = Tally()
         self.seq = 0
+        self.recycles = 0
 
     def free(self, n: int) -> list[str]:
         picked: list[str] = []
@@ -156,10 +176,14 @@ class Load:
         self.busy.update(names)
         writes = {n: self.value() for n in (names[:BATCH // 2] if op == "pipeline" else names)
                   } if op in ("set", "mset", "pipeline") else {}
-        r = random.choice(self.clients)
+        own = random.random() < self.fresh_share
+        r = self.fresh() if own else random.choice(self.clients)
         sent = BATCH if op == "pipeline" else 1
         t0 = time.monotonic()
         try:
+            if own:
+                self.tally.commands["INFO"] += 1
+                self.served_by[pod_of(await self.send("info", lambda: r.info("server")))] += 1
             if op == "get":
                 self.tally.commands["GET"] += 1
                 self.read(op, names[0], await self.send(op, lambda: r.get(names[0])))
@@ -207,6 +231,14 @@ class Load:
             self.tally.latencies.append(time.monotonic() - t0)
         finally:
             self.busy.difference_update(names)
+            if own:
+                await r.aclose()
+
+    async def recycle(self) -> None:
+        """Close the pools' idle connections (in-flight ones are left alone)."""
+        for c in self.clients:
+            await c.connection_pool.disconnect(inuse_connections=False)
+        self.recycles += 1
 
     async def run(self, rate: float, concurrency: int, stop: asyncio.Event,
                   progress: float) -> None:
@@ -221,8 +253,12 @@ class Load:
 
         start = next_tick = time.monotonic()
         next_report = start + progress
+        next_recycle = start + 5
         while not stop.is_set():
             now = time.monotonic()
+            if now >= next_recycle:
+                next_recycle = now + 5
+                await self.recycle()
             if now < next_tick:
                 await asyncio.sleep(next_tick - now)
                 continue
@@ -237,7 +273,9 @@ class Load:
                                   "commands": sum(self.tally.commands.values()),
                                   "failures": dict(self.tally.failures),
                                   "retries": sum(self.tally.retries.values()),
-                                  "stale": self.tally.stale}), file=sys.stderr, flush=True)
+                                  "stale": self.tally.stale,
+                                  "served_by": dict(self.served_by)}),
+                      file=sys.stderr, flush=True)
         if tasks:
             await asyncio.wait(tasks)
         self.elapsed = time.monotonic() - start
@@ -284,9 +322,11 @@ async def preflight(args: argparse.Namespace, key: str) -> dict[str, str]:
     return seen
 
 
-def client(args: argparse.Namespace, key: str | None, protocol: int) -> Redis:
+def client(args: argparse.Namespace, key: str | None, protocol: int,
+           single: bool = False) -> Redis:
     # No retries inside redis-py: Load.send retries, and counts them.
     return Redis(host=args.host, port=args.port, password=key, protocol=protocol,
+                 single_connection_client=single,
                  ssl=True, ssl_ca_certs=args.ca, ssl_check_hostname=True,
                  socket_timeout=10, socket_connect_timeout=5,
                  max_connections=args.concurrency * 2, retry=Retry(NoBackoff(), 0))
@@ -305,7 +345,8 @@ async def main(args: argparse.Namespace) -> int:
     checks = await preflight(args, key)
     print(json.dumps({"t": 0, "preflight": checks}), file=sys.stderr, flush=True)
     clients = [client(args, key, 2), client(args, key, 3)]
-    load = Load(clients, args.keys, args.retry_for)
+    load = Load(clients, args.keys, args.retry_for,
+                lambda: client(args, key, random.choice((2, 3)), single=True), args.fresh)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -331,6 +372,7 @@ async def main(args: argparse.Namespace) -> int:
         "failed_commands": t.failures.get("commands", 0),
         "failures": {k: v for k, v in t.failures.items() if k != "commands"},
         "failure_examples": t.failure_examples,
+        "served_by": dict(load.served_by), "pool_recycles": load.recycles,
         "retries": dict(t.retries), "stale_reads": t.stale, "stale_examples": t.stale_examples,
         "keys_checked": checked, "lost_writes": len(lost), "lost_examples": lost[:MAX_EXAMPLES],
         "latency_ms": {"p50": percentile(t.latencies, 0.5), "p99": percentile(t.latencies, 0.99),
@@ -351,6 +393,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--keys", type=int, default=3000)
     p.add_argument("--retry-for", type=float, default=15.0)
+    p.add_argument("--fresh", type=float, default=0.15,
+                   help="share of operations on a connection of their own")
     p.add_argument("--stop-file", default="/tmp/stop")
     p.add_argument("--progress", type=float, default=5.0)
     return p.parse_args(argv)

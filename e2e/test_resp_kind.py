@@ -9,7 +9,9 @@ the cluster would: TLS checked against the Service's name, AUTH (RESP2) and HELL
 (RESP3), GET, SET, MGET, MSET and pipelines of versioned values. Meanwhile the cache grows
 3 -> 5 and shrinks back to 3, each time waited for until settled.
 
-Asserts: the port refuses plain TCP and a command before AUTH; zero failed commands (a
+Asserts: the port refuses plain TCP and a command before AUTH; every pod, the two that join
+and leave too, took connections (some operations go through a connection of their own,
+which asks INFO server which pod it reached); zero failed commands (a
 command is sent again on a closed connection, a timeout or TRYAGAIN for up to 15 s, as
 redis-py's Retry does, and every retry is counted and printed); zero stale reads; zero lost
 acknowledged writes (every key read back at the end). Prints the counts and settle times.
@@ -163,13 +165,15 @@ def test_redis_py_through_the_service_scaled_3_5_3_fails_no_command_loses_no_wri
           f"({summary['commands_per_second']}/s), {summary['failed_commands']} failed, "
           f"{summary['lost_writes']} lost writes of {summary['keys_checked']} keys, "
           f"{summary['stale_reads']} stale reads, retries {summary['retries']}, "
-          f"latency {summary['latency_ms']}")
+          f"own connections by pod {summary['served_by']}, latency {summary['latency_ms']}")
     print(json.dumps(summary, indent=1))
     checks = summary["preflight"]
     assert checks["plain"].startswith("refused"), checks
     assert checks["noauth"].startswith("refused") and "uthentication" in checks["noauth"], \
         checks
     assert summary["commands"] > RATE * 30, "the load program hardly ran"
+    # The Service gave connections to every pod, the two that joined and left included.
+    assert set(summary["served_by"]) == {f"{NAME}-{i}" for i in range(5)}, summary["served_by"]
     by = summary["by_command"]
     assert all(by.get(c, 0) > 0 for c in ("GET", "SET", "MGET", "MSET", "pipeline SET")), by
     assert summary["stale_reads"] == 0, (
