@@ -62,8 +62,8 @@ def single_node(args: argparse.Namespace, procs: Processes,
 def render(result: dict[str, Any], metrics: list[Metric]) -> str:
     m = result["machine"]
     lines = [
-        f"Measured {result['date']} with `{result['command']}`, {result['seconds']:.0f} s in "
-        f"all; node at commit {m['commit']}.",
+        f"Measured {result['date']} with `{result['command']}` (the RESP step of `make "
+        f"bench`), {result['seconds']:.0f} s in all; node at commit {m['commit']}.",
         "",
         f"Machine: nproc={m['nproc']}, {m['cpu_model']}, Linux {m['kernel']}; "
         f"{result['pinning']} for the single-node rows (both servers on the same CPU); load "
@@ -86,7 +86,11 @@ def render(result: dict[str, Any], metrics: list[Metric]) -> str:
     for x in metrics:
         ours = ", ".join(f"{r['rps']:,.0f}" for r in x.detail["ours_runs"])
         anchor = ", ".join(f"{r['rps']:,.0f}" for r in x.detail["anchor_runs"])
-        lines.append(f"- {x.name}: DistCache {ours}; anchor {anchor}. `{x.detail['load']}`.")
+        share = x.detail.get("forwarded_share")
+        forwarded = (f" GETs forwarded to an owner: "
+                     f"{', '.join(f'{s:.0%}' for s in share)}." if share else "")
+        lines.append(f"- {x.name}: DistCache {ours}; anchor {anchor}. `{x.detail['load']}`."
+                     f"{forwarded}")
     profile = result.get("profile") or {}
     if profile:
         lines += ["", f"Profile of the node under the GET load (py-spy, {profile['samples']} "
@@ -136,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     result = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "make bench" if argv is None and len(sys.argv) == 1
-        else " ".join(["bench/resp.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["bench/resp.py", *(argv if argv is not None else sys.argv[1:])]),
         "seconds": round(time.monotonic() - started, 1), "machine": info,
         "pinning": pinning.describe(), "loadavg_end": os.getloadavg(),
         "keyspace": args.keyspace, "profile": profile,

@@ -41,13 +41,21 @@ LOAD = Load("3-node cluster, any node, GET", 0.6, ["-t", "get"], keys_read=1)
 UNPINNED = Pinning()
 
 
-def parallel(servers: list[Server], args: argparse.Namespace, requests: int) -> Run:
+def forwarded(servers: list[Server]) -> int:
+    """Reads these nodes have forwarded to an owner so far (0 on a standalone node)."""
+    return sum(s.metric("distcache_forwarded_reads_total{") for s in servers)
+
+
+def parallel(servers: list[Server], args: argparse.Namespace, requests: int,
+             forwards: list[float]) -> Run:
     """One redis-benchmark per entry of `servers`, all at once, connections split between
     them; requests/s summed, server CPU over every distinct process, error replies and
-    misses over every node."""
+    misses over every node; the share of GETs forwarded to an owner appended to
+    `forwards`."""
     pids = sorted({s.pid for s in servers})
     distinct = list({s.pid: s for s in servers}.values())
     before = [s.counters() for s in distinct]
+    forwarded_before = forwarded(distinct)
     cpu_before = sum(cpu_seconds(pid) for pid in pids)
     per = -(-args.connections // len(servers))
 
@@ -60,8 +68,9 @@ def parallel(servers: list[Server], args: argparse.Namespace, requests: int) -> 
     cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
     after = [s.counters() for s in distinct]
     errors = sum((a[1] - b[1]) + (a[2] - b[2]) for a, b in zip(after, before, strict=True))
-    return Run(sum(r.rps for r in runs), sum(r.requests for r in runs), errors,
-               server_cpu_s=cpu)
+    total = sum(r.requests for r in runs)
+    forwards.append((forwarded(distinct) - forwarded_before) / total)
+    return Run(sum(r.rps for r in runs), total, errors, server_cpu_s=cpu)
 
 
 def measure(args: argparse.Namespace, procs: Processes, work: Path) -> Metric:
@@ -85,8 +94,9 @@ async def _measure(args: argparse.Namespace, procs: Processes, work: Path) -> Me
         for node in nodes[1:]:
             check_keys(node, args.keyspace)
         ours_n, anchor_n = (sized(s, args) for s in (nodes, [single] * 3))
-        ours, anchor = interleaved(args.rounds, lambda: parallel(nodes, args, ours_n),
-                                   lambda: parallel([single] * 3, args, anchor_n),
+        shares: list[float] = []
+        ours, anchor = interleaved(args.rounds, lambda: parallel(nodes, args, ours_n, shares),
+                                   lambda: parallel([single] * 3, args, anchor_n, []),
                                    ("3 nodes", "one node"))
     finally:
         cluster.stop_all()
@@ -98,7 +108,8 @@ async def _measure(args: argparse.Namespace, procs: Processes, work: Path) -> Me
         ">=", LOAD.goal,
         {"ours_runs": [r.as_dict() for r in ours], "anchor_runs": [r.as_dict() for r in anchor],
          "load": f"3 x {LOAD.shown(-(-args.connections // 3))} (-n {ours_n} each for the "
-                 f"cluster, {anchor_n} for one node), unpinned"},
+                 f"cluster, {anchor_n} for one node), unpinned",
+         "forwarded_share": [round(x, 3) for x in shares]},
         valid=errors == 0, cpu=(median_cpu_us(ours), median_cpu_us(anchor)),
         cpu_unit="us/command",
     )
@@ -106,7 +117,7 @@ async def _measure(args: argparse.Namespace, procs: Processes, work: Path) -> Me
 
 def sized(servers: list[Server], args: argparse.Namespace) -> int:
     started = time.monotonic()
-    warm = parallel(servers, args, 10_000)
+    warm = parallel(servers, args, 10_000, [])
     log(f"  warm-up: {warm.rps:,.0f} GETs/s in {time.monotonic() - started:.1f}s")
     return max(10_000, int(warm.rps / len(servers) * args.duration))
 

@@ -24,7 +24,8 @@ from run import (
 
 # redis-benchmark's -d fills values with 'x'; the pre-fill stores the same bytes.
 VALUE = b"x" * VALUE_BYTES
-BATCH = 10_000  # keys per pipelined batch of SETs, and per EXISTS check (the node's MAX_BATCH)
+BATCH = 10_000  # keys per EXISTS check (the node's MAX_BATCH)
+MSET_PAIRS = 1_000
 
 
 @dataclass
@@ -49,15 +50,20 @@ class Server:
             client.close()
         errors = int(stats.get("total_error_replies", 0))
         if self.http_port is not None:  # the node counts error replies in its metrics
-            http = Http(self.http_port)
-            try:
-                text = http.ok("GET", "/metrics").decode()
-            finally:
-                http.close()
-            errors = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                         if line.startswith("distcache_commands_total{")
-                         and 'protocol="resp"' in line and 'outcome="error"' in line)
+            errors = self.metric("distcache_commands_total{", 'protocol="resp"',
+                                 'outcome="error"')
         return int(stats["keyspace_hits"]), int(stats["keyspace_misses"]), errors
+
+    def metric(self, prefix: str, *labels: str) -> int:
+        """The sum of a DistCache node's /metrics samples named `prefix...` with `labels`."""
+        assert self.http_port is not None
+        http = Http(self.http_port)
+        try:
+            text = http.ok("GET", "/metrics").decode()
+        finally:
+            http.close()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith(prefix) and all(label in line for label in labels))
 
 
 def start_resp_node(procs: Processes, pinning: Pinning, max_memory: str = "512MiB") -> Server:
@@ -81,9 +87,10 @@ def prefill(server: Server, keyspace: int) -> None:
     with VALUE; then every one is checked to exist, so GET and MGET runs count hits."""
     client = server.client()
     try:
-        for start in range(0, keyspace, BATCH):
-            batch = range(start, min(keyspace, start + BATCH))
-            client.pipeline([resp_command("SET", key_of(i), VALUE) for i in batch])
+        # MSETs of MSET_PAIRS keys, pipelined: a cluster node splits each by owner.
+        client.pipeline([resp_command("MSET", *[part for i in range(start, min(
+            keyspace, start + MSET_PAIRS)) for part in (key_of(i), VALUE)])
+            for start in range(0, keyspace, MSET_PAIRS)])
         sample = client.call("GET", key_of(keyspace - 1))
     finally:
         client.close()
