@@ -90,7 +90,8 @@ def retry_reason(exc: BaseException) -> str | None:
     """Why a failed command may be sent again, or None when it may not."""
     if isinstance(exc, RETRYABLE):
         return type(exc).__name__
-    if isinstance(exc, rexc.ResponseError) and str(exc).startswith("TRYAGAIN"):
+    # redis-py turns Redis's "-TRYAGAIN <text>" into TryAgainError("<text>").
+    if isinstance(exc, rexc.TryAgainError):
         return "TRYAGAIN"
     return None
 
