@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,13 @@ def single_node(args: argparse.Namespace, procs: Processes,
         prefill(server, args.keyspace)
     metrics = [measure(load, ours, anchor, args, pinning) for load in LOADS]
     profile: dict[str, Any] = {}
-    if args.profile:
-        log("RESP GET profile (py-spy, an uncounted run)")
-        get = LOADS[0]
-        profile = resp_profile.record(
-            ours.pid, lambda: checked_run(ours, get, args, pinning,
-                                          int(metrics[0].ours * (resp_profile.SECONDS + 2))),
-            pinning, "get")
+    # GET one at a time (mostly the socket) and pipelined (mostly the command itself).
+    for name, index in (("get", 0), ("get-p16", 2)) if args.profile else ():
+        load = LOADS[index]
+        requests = int(metrics[index].ours * (resp_profile.SECONDS + 2))
+        log(f"RESP {load.name} profile (py-spy, an uncounted run)")
+        profile[name] = resp_profile.record(
+            ours.pid, partial(checked_run, ours, load, args, pinning, requests), pinning, name)
     procs.stop_all()
     return metrics, profile
 
@@ -91,12 +92,16 @@ def render(result: dict[str, Any], metrics: list[Metric]) -> str:
                      f"{', '.join(f'{s:.0%}' for s in share)}." if share else "")
         lines.append(f"- {x.name}: DistCache {ours}; anchor {anchor}. `{x.detail['load']}`."
                      f"{forwarded}")
-    profile = result.get("profile") or {}
-    if profile:
-        lines += ["", f"Profile of the node under the GET load (py-spy, {profile['samples']} "
-                  "samples; the top of self time, then inclusive):", "", "```"]
-        lines += [f"self {pct:5.1f}%  {name}" for name, pct in profile["self"][:12]]
-        lines += [f"incl {pct:5.1f}%  {name}" for name, pct in profile["inclusive"][:12]]
+    titles = {"get": "GET, -P 1", "get-p16": "GET, -P 16"}
+    for name, profile in (result.get("profile") or {}).items():
+        if not profile:
+            continue
+        lines += ["", f"Profile of the node under the {titles[name]} load (py-spy, "
+                  f"{profile['samples']} samples; self time by module, by line, then "
+                  "inclusive):", "", "```"]
+        lines += [f"module {pct:5.1f}%  {n}" for n, pct in profile["modules"][:8]]
+        lines += [f"line   {pct:5.1f}%  {n}" for n, pct in profile["lines"][:10]]
+        lines += [f"incl   {pct:5.1f}%  {n}" for n, pct in profile["inclusive"][4:12]]
         lines.append("```")
     return "\n".join(lines) + "\n"
 

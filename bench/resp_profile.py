@@ -4,8 +4,9 @@ folded into self and inclusive shares. Sampling, not cProfile: cProfile's per-ca
 costs more than a whole GET does here and would move the shares it measures.
 
 py-spy sees Python frames only: time in C (uvloop's socket calls, hiredis' parser, bytes
-joins) counts to the Python function that called it. --nonblocking: the node is not
-stopped to be sampled (a stack may now and then be torn; that is noise, not bias)."""
+joins) counts to the Python function that called it. The node is paused for each sample
+(py-spy's default): --nonblocking reads the stacks of a running process and tears them
+(a function shown under one it never calls), which makes inclusive shares wrong."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def record(pid: int, load: Callable[[], Any], pinning: Pinning, name: str) -> di
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"profile-resp-{name}.folded"
     argv = [binary, "record", "--pid", str(pid), "--duration", str(SECONDS), "--rate",
-            str(RATE), "--nonblocking", "--format", "raw", "--output", str(raw)]
+            str(RATE), "--format", "raw", "--output", str(raw)]
     spy: list[subprocess.CompletedProcess[str]] = []
 
     def run() -> None:
@@ -59,15 +60,19 @@ def record(pid: int, load: Callable[[], Any], pinning: Pinning, name: str) -> di
     return summary
 
 
-def frame_name(frame: str) -> str:
-    """py-spy's 'function (path/to/file.py:line)' as 'file.py:function'."""
+def frame_name(frame: str, line: bool = False) -> str:
+    """py-spy's 'function (path/to/file.py:line)' as 'file.py:function' (with `line`:
+    'file.py:line function', where a C call such as a socket write shows)."""
     func, _, where = frame.partition(" (")
-    file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1] if where else "?"
-    return f"{file}:{func}"
+    path, _, number = where.rstrip(")").rpartition(":")
+    file = path.rsplit("/", 1)[-1] if where else "?"
+    return f"{file}:{number} {func}" if line else f"{file}:{func}"
 
 
 def summarize(folded: str, top: int = 15) -> dict[str, Any]:
     self_time: Counter[str] = Counter()
+    by_module: Counter[str] = Counter()
+    by_line: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in folded.splitlines():
@@ -75,12 +80,14 @@ def summarize(folded: str, top: int = 15) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("process ")
-                  and not f.startswith("thread ")]
-        if not frames:
+        raw_frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not raw_frames:
             continue
+        frames = [frame_name(f) for f in raw_frames]
         total += count
+        by_line[frame_name(raw_frames[-1], line=True)] += count
         self_time[frames[-1]] += count
+        by_module[frames[-1].split(":", 1)[0]] += count
         for frame in set(frames):
             inclusive[frame] += count
 
@@ -88,6 +95,7 @@ def summarize(folded: str, top: int = 15) -> dict[str, Any]:
         return [(f, round(100 * c / total, 1)) for f, c in counter.most_common(top)]
 
     return {"samples": total, "seconds": SECONDS, "rate": RATE, "self": share(self_time),
+            "modules": share(by_module), "lines": share(by_line),
             "inclusive": share(inclusive)}
 
 
@@ -95,6 +103,10 @@ def render(summary: dict[str, Any]) -> str:
     lines = [f"py-spy, {summary['samples']} samples of the busy main thread "
              f"({summary['rate']}/s for {summary['seconds']} s)", "", "self time:"]
     lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["self"]]
+    lines += ["", "self time by module:"]
+    lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["modules"]]
+    lines += ["", "self time by line:"]
+    lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["lines"]]
     lines += ["", "inclusive (the function and what it calls):"]
     lines += [f"  {pct:5.1f}%  {name}" for name, pct in summary["inclusive"]]
     return "\n".join(lines) + "\n"
