@@ -79,10 +79,13 @@ def render(result: dict[str, Any], metrics: list[Metric]) -> str:
     for x in metrics:
         met = "yes" if x.met else ("**no**" if x.valid else "**invalid run**")
         cpu = x.cpu or (float("nan"), float("nan"))
+        kernel = x.detail.get("kernel_share")
+        ours_k, anchor_k = ((f" ({kernel['ours']:.0%} kernel)", f" ({kernel['anchor']:.0%} "
+                             "kernel)") if kernel else ("", ""))
         lines.append(
             f"| {x.name} | {x.ours:,.0f} {x.unit} | {x.anchor:,.0f} ({x.anchor_name}) | "
-            f"{x.ratio:.2f} | >= {x.goal:.1f} | {met} | {cpu[0]:.2f} us | {cpu[1]:.2f} us | "
-            f"{x.cpu_ratio:.2f} |")
+            f"{x.ratio:.2f} | >= {x.goal:.1f} | {met} | {cpu[0]:.2f} us{ours_k} | "
+            f"{cpu[1]:.2f} us{anchor_k} | {x.cpu_ratio:.2f} |")
     lines += ["", "Each run (commands/s; medians above) and its load:", ""]
     for x in metrics:
         ours = ", ".join(f"{r['rps']:,.0f}" for r in x.detail["ours_runs"])

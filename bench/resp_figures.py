@@ -5,7 +5,10 @@ about as long, and checked: every GET and MGET key a hit, no error reply."""
 from __future__ import annotations
 
 import argparse
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from resp_servers import Server
 from run import (
@@ -13,6 +16,7 @@ from run import (
     Metric,
     Pinning,
     Run,
+    cpu_split,
     interleaved,
     log,
     median_cpu_us,
@@ -69,6 +73,19 @@ def checked_run(server: Server, load: Load, args: argparse.Namespace, pinning: P
     return run
 
 
+def kernel_timed(runs: list[float], run: Callable[[], Run], pid: int) -> Callable[[], Run]:
+    """`run`, also appending to `runs` the share of the server's CPU spent in the kernel
+    (system time: the socket calls, and on loopback the other end's receive path too)."""
+    def timed() -> Run:
+        user, system = cpu_split(pid)
+        result = run()
+        user2, system2 = cpu_split(pid)
+        runs.append((system2 - system) / max(1e-9, user2 - user + system2 - system))
+        return result
+
+    return timed
+
+
 def sized(server: Server, load: Load, args: argparse.Namespace, pinning: Pinning) -> int:
     """-n for a run of about args.duration seconds, from an uncounted warm-up run."""
     probe = 2_000 if load.keys_read > 1 else 20_000
@@ -80,9 +97,14 @@ def measure(load: Load, ours: Server, anchor: Server, args: argparse.Namespace,
             pinning: Pinning) -> Metric:
     log(f"RESP {load.name}: {ours.name} vs {anchor.name}")
     n_ours, n_anchor = (sized(s, load, args, pinning) for s in (ours, anchor))
+    kernel: tuple[list[float], list[float]] = ([], [])
     ours_runs, anchor_runs = interleaved(
-        args.rounds, lambda: checked_run(ours, load, args, pinning, n_ours),
-        lambda: checked_run(anchor, load, args, pinning, n_anchor), (ours.name, anchor.name))
+        args.rounds,
+        kernel_timed(kernel[0], partial(checked_run, ours, load, args, pinning, n_ours),
+                     ours.pid),
+        kernel_timed(kernel[1], partial(checked_run, anchor, load, args, pinning, n_anchor),
+                     anchor.pid),
+        (ours.name, anchor.name))
     errors = sum(r.errors for r in ours_runs + anchor_runs)
     return Metric(
         load.name, "commands/s", median_rps(ours_runs), median_rps(anchor_runs), anchor.name,
@@ -90,7 +112,9 @@ def measure(load: Load, ours: Server, anchor: Server, args: argparse.Namespace,
         {"ours_runs": [r.as_dict() for r in ours_runs],
          "anchor_runs": [r.as_dict() for r in anchor_runs],
          "load": load.shown(args.connections), "requests": {"ours": n_ours, "anchor": n_anchor},
-         "keys_per_command": load.keys_read},
+         "keys_per_command": load.keys_read,
+         "kernel_share": {"ours": statistics.median(kernel[0]),
+                          "anchor": statistics.median(kernel[1])}},
         valid=errors == 0, cpu=(median_cpu_us(ours_runs), median_cpu_us(anchor_runs)),
         cpu_unit="us/command",
     )

@@ -155,11 +155,16 @@ class Processes:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from /proc/PID/stat."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process, all its threads, from /proc/PID/stat."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid: int) -> int:
