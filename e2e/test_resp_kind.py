@@ -183,3 +183,33 @@ def test_redis_py_through_the_service_scaled_3_5_3_fails_no_command_loses_no_wri
     assert summary["failed_commands"] == 0, summary["failure_examples"]
     assert phase(LOADER) == "Succeeded"
     assert distcache(NAME)["status"]["readyReplicas"] == 3
+
+
+def test_redis_enabled_false_takes_the_listener_and_every_port_away(three: None) -> None:
+    """On an existing cache: the Services and the NetworkPolicy lose the port, and the pods
+    roll (one at a time, as any template change) onto args without --resp-port."""
+    k("patch", f"distcache/{NAME}", "--type=merge",
+      "-p", json.dumps({"spec": {"redis": {"enabled": False}}}))
+
+    def no_service_port() -> bool:
+        return all(p["name"] != "redis" for svc in (NAME, f"{NAME}-peers")
+                   for p in kj("get", "service", svc)["spec"]["ports"])
+
+    wait_for("both Services without the redis port", no_service_port, 60, every=1)
+
+    def rolled() -> bool:
+        sts = kj("get", "statefulset", NAME)
+        st = sts.get("status") or {}
+        pods = kj("get", "pods", "-l", f"app.kubernetes.io/instance={NAME}")["items"]
+        return (st.get("updateRevision") == st.get("currentRevision")
+                and st.get("updatedReplicas") == 3 and st.get("readyReplicas") == 3
+                and len(pods) == 3
+                and not any("--resp-port=6379" in p["spec"]["containers"][0]["args"]
+                            or any(port["name"] == "redis"
+                                   for port in p["spec"]["containers"][0]["ports"])
+                            for p in pods))
+
+    wait_for("every pod rolled without the RESP listener", rolled, 600, every=2)
+    wait_settled_or_explain(NAME, 3, 300)
+    ingress = kj("get", "networkpolicy", NAME)["spec"]["ingress"]
+    assert all(rule["ports"] == [{"protocol": "TCP", "port": 8080}] for rule in ingress), ingress
