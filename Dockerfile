@@ -1,8 +1,9 @@
-# DistCache images: one file, two targets. Build from the repository root (the context needs
-# pyproject.toml, node/ and operator/; .dockerignore keeps the rest out):
+# DistCache images: one file, two product targets (and a test client). Build from the repository
+# root (the context needs pyproject.toml, node/ and operator/; .dockerignore keeps the rest out):
 #
 #   docker build --target node -t distcache/node .
 #   docker build --target operator --build-arg EXTRAS='[operator]' -t distcache/operator .
+#   docker build --target client -t distcache/client .   # e2e only: the node's venv + redis-py
 #   docker run --rm -p 8080:8080 -e DISTCACHE_API_KEY=... distcache/node
 #
 # `make images` (scripts/images.sh) does both on a machine that cannot pull images: it imports a
