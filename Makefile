@@ -66,7 +66,7 @@ base-image: ## Build the local Python base image (debootstrapped bookworm) for m
 	scripts/images.sh base
 
 .PHONY: images
-images: ## Build distcache/node and distcache/operator, tagged with the project version
+images: ## Build distcache/node, distcache/operator and the e2e tier's distcache/client, tagged with the project version
 	scripts/images.sh all
 
 .PHONY: kind-preflight
