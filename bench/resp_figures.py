@@ -69,7 +69,7 @@ def checked_run(server: Server, load: Load, args: argparse.Namespace, pinning: P
         # At least one hit per key asked: redis-benchmark -P may send a few commands past
         # -n (whole pipelines), never fewer.
         wanted = requests * load.keys_read
-        run.errors += (misses2 - misses) + max(0, wanted - (hits2 - hits))
+        run.errors += max(0, misses2 - misses, wanted - (hits2 - hits))  # a miss is both
     return run
 
 
