@@ -50,7 +50,7 @@ NS = "distcache-accept"
 os.environ["DISTCACHE_DEV_OP_NAMESPACE"] = NS  # ophelp reads it at import
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from kubehelp import PortForward  # noqa: E402
+from kubehelp import PortForward, load_pod  # noqa: E402
 from ophelp import OPERATOR_NS, client_for, k, kj, settled, wait_for  # noqa: E402
 
 NAME = "acc"
@@ -198,27 +198,8 @@ def loader_doc(pod: str, key_secret: str, prefix: str) -> str:
     args = ["-m", "distcache_node.loadcheck", "--seed", seed, "--api-key-file",
             "/key/api-key", "--ca", "/tls/ca.crt", "--rate", str(RATE), "--keys", "2000",
             "--prefix", prefix, "--stop-file", "/tmp/stop", "--progress", "5"]
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod, "labels": {"app": "acceptance-load"}},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "load", "image": NODE_IMAGE, "imagePullPolicy": "IfNotPresent",
-                "command": ["python"], "args": args,
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                 {"name": "key", "mountPath": "/key", "readOnly": True},
-                                 {"name": "tls", "mountPath": "/tls", "readOnly": True}]}],
-            "volumes": [{"name": "tmp", "emptyDir": {}},
-                        {"name": "key", "secret": {"secretName": key_secret}},
-                        {"name": "tls", "secret": {"secretName": f"{NAME}-tls", "items": [
-                            {"key": "ca.crt", "path": "ca.crt"}]}}]}})
+    return json.dumps(load_pod(pod, NODE_IMAGE, "python", args, NAME, key_secret=key_secret,
+                               labels={"app": "acceptance-load"}))
 
 
 def put_secret(name: str, value: str) -> None:

@@ -194,3 +194,42 @@ class NodeClient:
 
     def close(self) -> None:
         self.forward.close()
+
+
+def load_pod(name: str, image: str, command: str, args: list[str], cache: str,
+             key_secret: str | None = None, program: str | None = None,
+             labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod that runs a client load program against DistCache `cache` under the restricted
+    Pod Security profile, with the cache's API key (/key/api-key, from `key_secret`, by
+    default the one the operator made) and its CA (/tls/ca.crt) mounted; `program` names a
+    ConfigMap mounted at /load (a program the image does not carry)."""
+    mounts = [{"name": "tmp", "mountPath": "/tmp"},
+              {"name": "key", "mountPath": "/key", "readOnly": True},
+              {"name": "tls", "mountPath": "/tls", "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "key", "secret": {"secretName": key_secret or f"{cache}-api-key"}},
+        {"name": "tls", "secret": {"secretName": f"{cache}-tls",
+                                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
+    if program is not None:
+        mounts.append({"name": "load", "mountPath": "/load", "readOnly": True})
+        volumes.append({"name": "load", "configMap": {"name": program}})
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, **({"labels": labels} if labels else {})},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "load", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": [command], "args": args,
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": mounts,
+            }],
+            "volumes": volumes,
+        },
+    }

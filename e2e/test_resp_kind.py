@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from kindload import load_image
+from kubehelp import load_pod
 from ophelp import NS, distcache, k, kj, ring, settled, wait_for, wait_settled_or_explain
 from tlshelp import dc_yaml, operator_ready
 
@@ -56,33 +57,7 @@ def loader_pod(image: str) -> str:
     args = ["/load/respload.py", "--host", f"{NAME}.{NS}.svc", "--port", "6379",
             "--ca", "/tls/ca.crt", "--api-key-file", "/key/api-key", "--rate", f"{RATE:g}",
             "--stop-file", "/tmp/stop", "--progress", "5"]
-    doc = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": LOADER},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "load", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python3"], "args": args,
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                 {"name": "load", "mountPath": "/load", "readOnly": True},
-                                 {"name": "key", "mountPath": "/key", "readOnly": True},
-                                 {"name": "tls", "mountPath": "/tls", "readOnly": True}],
-            }],
-            "volumes": [{"name": "tmp", "emptyDir": {}},
-                        {"name": "load", "configMap": {"name": LOADER}},
-                        {"name": "key", "secret": {"secretName": f"{NAME}-api-key"}},
-                        {"name": "tls", "secret": {"secretName": f"{NAME}-tls",
-                                                   "items": [{"key": "ca.crt",
-                                                              "path": "ca.crt"}]}}],
-        },
-    }
-    return json.dumps(doc)
+    return json.dumps(load_pod(LOADER, image, "python3", args, NAME, program=LOADER))
 
 
 def program_configmap() -> str:

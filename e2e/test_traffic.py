@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 from kindload import docker_has, kind_binary, kind_cluster, load_image
+from kubehelp import load_pod
 from ophelp import NS, distcache, k, kj, ring, settled, wait_for, wait_settled_or_explain
 from tlshelp import dc_yaml, operator_ready
 
@@ -89,31 +90,7 @@ def loader_pod(image: str) -> str:
     args = ["-m", "distcache_node.loadcheck", "--seed", seed,
             "--api-key-file", "/key/api-key", "--ca", "/tls/ca.crt",
             "--rate", f"{RATE:g}", "--stop-file", "/tmp/stop", "--progress", "5", *EXTRA]
-    doc = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": LOADER},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "enableServiceLinks": False, "terminationGracePeriodSeconds": 5,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "load", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["python"], "args": args,
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                 {"name": "key", "mountPath": "/key", "readOnly": True},
-                                 {"name": "tls", "mountPath": "/tls", "readOnly": True}],
-            }],
-            "volumes": [{"name": "tmp", "emptyDir": {}},
-                        {"name": "key", "secret": {"secretName": f"{NAME}-api-key"}},
-                        {"name": "tls", "secret": {"secretName": f"{NAME}-tls",
-                                                   "items": [{"key": "ca.crt",
-                                                              "path": "ca.crt"}]}}],
-        },
-    }
-    return json.dumps(doc)
+    return json.dumps(load_pod(LOADER, image, "python", args, NAME))
 
 
 def phase(pod: str) -> str:
