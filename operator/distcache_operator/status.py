@@ -193,6 +193,9 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         "migration": migration,
         "conditions": conditions,
         "message": error or action.reason,
+        # Its own field, not only the Degraded condition: a problem that takes Degraded
+        # meanwhile (a Secret gone, an invalid spec) must not erase the under-replication.
+        "memberLost": member_lost or (action.reason if action.kind == "drop_dead" else ""),
     }
 
 

@@ -106,17 +106,23 @@ def member_lost(previous: Mapping[str, Any], action: Action, settled: bool,
                 now: float) -> str | None:
     """The Degraded MemberLost message, from the step that dropped a member undrained until
     the ring change after it has settled (the survivors hold R copies again): under-
-    replication stays visible for as long as it lasts. Kept in status (the Degraded
-    condition), so an operator restarted meanwhile keeps saying it."""
+    replication stays visible for as long as it lasts. Kept in status (status.memberLost,
+    which a problem's Degraded leaves alone), so an operator restarted meanwhile, or one
+    that reported another problem in between, keeps saying it."""
     if action.kind == "drop_dead":
         when = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         version = action.doc.version if action.doc else "?"
         return (f"{', '.join(action.dead)} lost at {when}: {action.reason}; some keys have "
                 f"fewer than {_copies(action)} copies until the survivors have re-replicated "
                 f"them (ring v{version}, or a later one, settled)")
+    if settled:
+        return None
+    if previous.get("memberLost"):
+        return str(previous["memberLost"])
+    # Status written before status.memberLost existed: the Degraded condition said it.
     before: Mapping[str, Any] = next((c for c in previous.get("conditions") or []
                                       if c.get("type") == "Degraded"), {})
-    if before.get("status") == "True" and before.get("reason") == "MemberLost" and not settled:
+    if before.get("status") == "True" and before.get("reason") == "MemberLost":
         return str(before.get("message", ""))
     return None
 

@@ -85,7 +85,7 @@ async def write_problem(api: Api, dc: DistCache, mem: DistCacheMemory,
     st["conditions"] = [cd if cd["type"] != "Degraded" else {**cd, "reason": reason}
                         for cd in st["conditions"]]
     for key in ("replicas", "ringVersion", "members", "readyReplicas", "observedGeneration",
-                "tls", "credentials"):
+                "tls", "credentials", "memberLost"):
         if key in previous:
             st[key] = previous[key]
     served = {cd["type"]: cd for cd in previous.get("conditions") or []}

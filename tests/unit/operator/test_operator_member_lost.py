@@ -17,7 +17,7 @@ from distcache_node.cluster.coordinator import Coordinator
 from distcache_node.cluster.ring import Member, RingDoc
 from distcache_operator.handlers.membership import member_statuses, step_membership
 from distcache_operator.handlers.memory import DistCacheMemory
-from distcache_operator.handlers.report import write_status
+from distcache_operator.handlers.report import write_problem, write_status
 from distcache_operator.handlers.tlsstep import TLSState
 from distcache_operator.model import DistCache
 from distcache_operator.steps import DEAD_AFTER
@@ -81,9 +81,19 @@ async def test_member_lost_stays_degraded_until_the_survivors_have_re_replicated
         assert _degraded(st) == lost and st["phase"] == "Degraded"
     assert kinds == ["scale", "idle", "idle"] and api.sts == 2
     assert api.reasons().count("MemberLost") == 1  # said once; status carries it after
+    assert st["memberLost"] == lost["message"]
+
+    # Another problem takes Degraded for a step (a Secret deleted by hand, say): once it is
+    # fixed, the under-replication, not over yet, is said again, same message.
+    await write_problem(api, dc, DistCacheMemory(), api.body["status"], "SecretMissing",
+                        "Secret cache-api-key not found")
+    assert _degraded(api.body["status"])["reason"] == "SecretMissing"
+    kind, st = await _step(api, dc, store, nodes)
+    assert _degraded(st) | {"lastTransitionTime": None} == lost | {"lastTransitionTime": None}
+    assert st["phase"] == "Degraded" and st["memberLost"] == lost["message"]
 
     # Settled (both hold every key they own again): Degraded clears.
     nodes["cache-0"] = node_status(5)
     kind, st = await _step(api, dc, store, nodes)
     assert _degraded(st)["status"] == "False", _degraded(st)
-    assert st["phase"] != "Degraded"
+    assert st["phase"] != "Degraded" and st["memberLost"] == ""
