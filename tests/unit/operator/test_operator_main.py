@@ -82,3 +82,28 @@ async def test_the_daemon_ends_on_the_deleted_event_and_when_the_distcache_is_go
     api.body = None  # no DELETED seen (a watch that reconnected): the next step finds it gone
     task, _, _ = await _living(api)
     await asyncio.wait_for(task, 1.0)
+
+
+async def test_a_gone_distcaches_series_go_with_it_and_no_other() -> None:
+    """Defect 16 (tail): the ring version, keys remaining and TLS expiry of a deleted
+    DistCache leave the operator's /metrics when its daemon ends; another one's stay."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    from distcache_operator import metrics
+
+    for namespace, name in (("ns", "cache"), ("ns", "other")):
+        metrics.RING_VERSION.labels(namespace, name).set(7)
+        metrics.KEYS_REMAINING.labels(namespace, name).set(0)
+        for material in metrics.TLS_MATERIALS:
+            metrics.TLS_NOT_AFTER.labels(namespace, name, material).set(2e9)
+
+    def series_of(name: str) -> list[str]:
+        return [line for line in generate_latest(REGISTRY).decode().splitlines()
+                if line.startswith("distcache_operator_") and f'name="{name}"' in line]
+
+    assert len(series_of("cache")) == 4 and len(series_of("other")) == 4
+    api = FakeApi(body({"replicas": "many"}))
+    api.body = None  # ns/cache is gone: the daemon's step finds it so and ends
+    task, _, _ = await _living(api)
+    await asyncio.wait_for(task, 1.0)
+    assert series_of("cache") == [] and len(series_of("other")) == 4
