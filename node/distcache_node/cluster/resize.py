@@ -114,6 +114,9 @@ class Observed:
     held: Mapping[str, RingDoc] = field(default_factory=dict)
     join_deadline: float = JOIN_DEADLINE
     last_error: str | None = None  # the Degraded message already said (one Event each)
+    # slot -> its failure domain (the zone of a pod's node), where known: a member joins
+    # with it, and a settled ring takes a changed one (zone-aware placement, see ring.py)
+    zones: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,11 +163,20 @@ def _newest_held(obs: Observed) -> RingDoc | None:
     return max(obs.held.values(), key=lambda d: d.version, default=None)
 
 
-def first_ring(t: Target, size: int, version: int = 1) -> RingDoc:
+def first_ring(t: Target, size: int, version: int = 1,
+               zones: Mapping[str, str] | None = None) -> RingDoc:
     """The ring of a new cluster: every slot a member from the start (nothing to migrate)."""
+    zones = zones or {}
     return RingDoc(version, t.replication,
-                   tuple(Member(t.member_id(i), t.member_url(i), "active")
-                         for i in range(size)))
+                   tuple(Member(t.member_id(i), t.member_url(i), "active",
+                                zones.get(t.member_id(i), "")) for i in range(size)))
+
+
+def _moved_zones(obs: Observed, ring: RingDoc) -> dict[str, str]:
+    """Members whose slot is now in another known zone than the ring says (first seen, or
+    a pod rescheduled onto a node in another zone)."""
+    return {m.id: zone for m in ring.members
+            if (zone := obs.zones.get(m.id, "")) and zone != m.zone}
 
 
 def decide(t: Target, obs: Observed) -> Action:
@@ -180,7 +192,8 @@ def _create(t: Target, obs: Observed) -> Action:
     top = max(reported.values(), default=0)
     if top == 0:  # a new cluster, or nodes that hold no ring: every slot a member
         n = t.size if obs.running is None else obs.running
-        return Action(Kind.CREATE_RING, f"new cache of {n} member(s)", doc=first_ring(t, n))
+        return Action(Kind.CREATE_RING, f"new cache of {n} member(s)",
+                      doc=first_ring(t, n, zones=obs.zones))
     newest = _newest_held(obs)
     if newest is None or newest.version < top:
         holders = sorted(m for m, v in reported.items() if v == top)
@@ -283,6 +296,12 @@ def _decide(t: Target, obs: Observed, since: Mapping[str, float]) -> Action:
         return _shrink(t, obs, ring)
     if obs.running is None or obs.running != top:
         return Action(Kind.SCALE, f"{t.workload} to the ring's {top} {t.slot}(s)", replicas=top)
+    moved = _moved_zones(obs, ring)
+    if moved:
+        # Placement follows the zones: keys move like on any ring change (old owners serve
+        # them until every member has placed the new ring).
+        said = ", ".join(f"{m} in {z}" for m, z in sorted(moved.items()))
+        return Action(Kind.PUBLISH, f"zones: {said}", doc=ring.with_zones(moved))
     return Action(Kind.IDLE, "settled", delay=5.0)
 
 
@@ -332,7 +351,8 @@ def _grow(t: Target, obs: Observed, ring: RingDoc, ordinals: list[int]) -> Actio
         return _stuck(t, obs, missing, wait)
     state = "active" if n == 0 else "joining"  # an empty cluster has nothing to migrate
     doc = ring.with_members([*ring.members,
-                             *(Member(t.member_id(i), t.member_url(i), state) for i in new)])
+                             *(Member(t.member_id(i), t.member_url(i), state,
+                                      obs.zones.get(t.member_id(i), "")) for i in new)])
     return Action(Kind.PUBLISH, f"scale up {n} -> {desired}: {', '.join(ids)} joining",
                   doc=doc, migration="Joining", members=ids)
 

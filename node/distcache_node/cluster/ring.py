@@ -2,14 +2,24 @@
 
 Pure and small on purpose: this is the one place that answers "who owns key K", used by the
 node's router, the migration, the ring-aware client and the operator alike.
+
+Zones (failure domains: in Kubernetes the `topology.kubernetes.io/zone` of a member's node).
+A member may carry one. When the members span two or more zones, a key's preference list
+takes the members clockwise from the key in rounds: each round takes the next member of
+every zone not yet taken in that round. So the first min(R, zones) owners of every key sit in
+different zones, and a whole zone going away leaves a copy of every key (Hazelcast's
+ZONE_AWARE partition groups, Cassandra's NetworkTopologyStrategy). Members without a zone
+count as a zone each; with no zones, or all in one, placement is the plain clockwise walk,
+identical to a ring without zones. Cost: a zone holding fewer members than the others holds a
+larger share of the copies (bench/zones.py measures it).
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +33,9 @@ MAX_VERSION = 2**63 - 1  # fits every int64 that reads it (metrics, the operator
 MAX_ID_LENGTH = 253  # a DNS name: pod and host names fit
 # Printable ASCII, no spaces: ids travel in headers and in space-separated heartbeats.
 _ID_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_LENGTH}}}")
+# A Kubernetes label value (where zones come from): 63 characters at most.
+MAX_ZONE_LENGTH = 63
+_ZONE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def hash64(data: str) -> int:
@@ -66,9 +79,13 @@ class Member:
     id: str
     url: str
     state: str = "active"
+    zone: str = ""  # its failure domain; "" when unknown
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "url": self.url, "state": self.state}
+        out = {"id": self.id, "url": self.url, "state": self.state}
+        if self.zone:  # documents without zones stay as they were
+            out["zone"] = self.zone
+        return out
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,7 @@ class RingDoc:
             if not isinstance(raw, dict):
                 raise RingError(f"{where}: each member must be an object with id, url, state")
             mid, url, state = raw.get("id"), raw.get("url"), raw.get("state", "active")
+            zone = raw.get("zone", "")
             if not isinstance(mid, str) or not _ID_RE.fullmatch(mid):
                 raise RingError(f"{where}: 'id' must be 1-{MAX_ID_LENGTH} printable ASCII "
                                 f"characters without spaces, got {mid!r}")
@@ -116,13 +134,16 @@ class RingDoc:
             if not isinstance(state, str) or state not in STATES:
                 raise RingError(f"{where}: state must be one of {', '.join(STATES)}, "
                                 f"got {state!r}")
+            if not isinstance(zone, str) or (zone and not _ZONE_RE.fullmatch(zone)):
+                raise RingError(f"{where}: 'zone' must be a label value (1-{MAX_ZONE_LENGTH} "
+                                f"letters, digits, '-', '_' or '.'), got {zone!r}")
             if mid in seen:
                 raise RingError(f"{where} listed twice")
             if url in urls:
                 raise RingError(f"{where}: url {url} is also member {urls[url]!r}'s")
             seen.add(mid)
             urls[url] = mid
-            members.append(Member(mid, url, state))
+            members.append(Member(mid, url, state, zone))
         return cls(version, replication, tuple(members))
 
     def same_content(self, other: RingDoc) -> bool:
@@ -147,16 +168,27 @@ class RingDoc:
     def with_state(self, member_ids: Iterable[str], state: str) -> RingDoc:
         ids = set(member_ids)
         return self.with_members(
-            Member(m.id, m.url, state) if m.id in ids else m for m in self.members
+            replace(m, state=state) if m.id in ids else m for m in self.members
         )
+
+    def with_zones(self, zones: Mapping[str, str]) -> RingDoc:
+        """The next version with these members' zones (others as they were)."""
+        return self.with_members(
+            replace(m, zone=zones[m.id]) if m.id in zones else m for m in self.members
+        )
+
+    def zones(self) -> dict[str, str]:
+        return {m.id: m.zone for m in self.members if m.zone}
 
     def target(self) -> Ring:
         """Placement the cluster is moving to: every member but those leaving."""
-        return Ring([m.id for m in self.members if m.state != "leaving"], self.replication)
+        return Ring([m.id for m in self.members if m.state != "leaving"], self.replication,
+                    zones=self.zones())
 
     def previous(self) -> Ring:
         """Placement data had before joins and leaves in flight: every member not joining."""
-        return Ring([m.id for m in self.members if m.state != "joining"], self.replication)
+        return Ring([m.id for m in self.members if m.state != "joining"], self.replication,
+                    zones=self.zones())
 
     @property
     def in_transition(self) -> bool:
@@ -171,9 +203,17 @@ class Ring:
     runs for every key on every request and every migration pass.
     """
 
-    def __init__(self, member_ids: Sequence[str], replication: int = 1, vnodes: int = VNODES):
+    def __init__(self, member_ids: Sequence[str], replication: int = 1, vnodes: int = VNODES,
+                 zones: Mapping[str, str] | None = None):
         self.members = tuple(sorted(set(member_ids)))
         self.replication = replication
+        # Each member's zone; a member without one is a zone of its own. Only used when the
+        # members span two or more zones.
+        given = zones or {}
+        self.zones = {m: given.get(m) or f"\0{m}" for m in self.members}
+        named = {given[m] for m in self.members if given.get(m)}
+        self.zone_aware = len(named) >= 2 or (bool(named) and len(named) < len(
+            {self.zones[m] for m in self.members}))
         points = sorted(
             (hash64(f"{member}#{i}"), member) for member in self.members for i in range(vnodes)
         )
@@ -186,7 +226,9 @@ class Ring:
 
     def same_placement(self, other: Ring) -> bool:
         """True when both rings place every key on the same members in the same order."""
-        return self.members == other.members and self.replication == other.replication
+        return (self.members == other.members and self.replication == other.replication
+                and self.zone_aware == other.zone_aware
+                and (not self.zone_aware or self.zones == other.zones))
 
     def _arc(self, index: int) -> tuple[str, ...]:
         cached = self._arcs[index]
@@ -200,8 +242,27 @@ class Ring:
                 found.append(member)
                 if len(found) == want:
                     break
+        if self.zone_aware:
+            found = self._by_zone_rounds(found)
         arc = self._arcs[index] = tuple(found)
         return arc
+
+    def _by_zone_rounds(self, clockwise: list[str]) -> list[str]:
+        """Clockwise order taken in rounds, one member per zone each round."""
+        out: list[str] = []
+        remaining = clockwise
+        while remaining:
+            taken: set[str] = set()
+            rest: list[str] = []
+            for member in remaining:
+                zone = self.zones[member]
+                if zone in taken:
+                    rest.append(member)
+                else:
+                    taken.add(zone)
+                    out.append(member)
+            remaining = rest
+        return out
 
     def preference(self, key: str, count: int | None = None) -> list[str]:
         """Up to `count` distinct members clockwise from the key: the first is the primary.
