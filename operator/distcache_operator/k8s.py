@@ -16,8 +16,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, NamedTuple
 
 from distcache_node.cluster.coordinator import RingConflict
 from distcache_node.cluster.ring import RingDoc, RingError
@@ -57,9 +57,21 @@ SERVED_TTL = 30.0  # seconds an API discovery answer is reused
 SECRET_TTL = 1.0  # seconds a Secret read is reused (one step)
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"  # the well-known label of a node's zone
+ZONE_CACHE_SECONDS = 60.0  # a node's zone label is read again after this
+
+
+class Pods(NamedTuple):
+    ready: dict[str, bool]  # pod -> Running and Ready
+    failing: dict[str, str]  # pod -> what keeps its container from running
+    nodes: dict[str, str]  # pod -> the node it is scheduled on
+
+
 class Api:
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
+        # node -> (read at, its zone or ""); None while nodes may not be read (RBAC)
+        self._zones: dict[str, tuple[float, str]] | None = {}
         self._served: dict[str, tuple[float, frozenset[str]]] = {}
         # (uid, reason, message or "" for a Warning) -> the Event's name and count
         self._events: dict[tuple[str, str, str], tuple[str, int]] = {}
@@ -172,15 +184,18 @@ class Api:
                              dc.statefulset, dc.namespace, {"spec": {"replicas": replicas}},
                              _content_type=MERGE)
 
-    async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
-        """Each pod's readiness, and what keeps a container from running (an image that
-        cannot be pulled, a crash loop), by pod name."""
+    async def pods(self, dc: DistCache) -> Pods:
+        """Each pod's readiness, what keeps a container from running (an image that cannot
+        be pulled, a crash loop), and its node, by pod name."""
         pods = await self.kube.call(self.kube.core.list_namespaced_pod, dc.namespace,
                                     label_selector=dc.selector)
         ready: dict[str, bool] = {}
         problems: dict[str, str] = {}
+        nodes: dict[str, str] = {}
         for pod in pods.get("items", []):
             name = pod["metadata"]["name"]
+            if node := (pod.get("spec") or {}).get("nodeName"):
+                nodes[name] = node
             if pod["metadata"].get("deletionTimestamp"):
                 ready[name] = False
                 continue
@@ -192,7 +207,30 @@ class Api:
                 if waiting.get("reason") in POD_FAILURES:
                     problems[name] = (f"{waiting['reason']}: "
                                       f"{waiting.get('message', '')}".strip(": "))
-        return ready, problems
+        return Pods(ready, problems, nodes)
+
+    async def node_zones(self, nodes: Iterable[str]) -> dict[str, str]:
+        """node -> its zone label, for the nodes that have one. Read once a minute per node
+        (zones do not move). Without the right to read nodes (an operator bound to some
+        namespaces only) there are no zones, said once in the log: placement then spreads
+        copies over members only."""
+        if self._zones is None:
+            return {}
+        now = time.monotonic()
+        for node in set(nodes):
+            if node in self._zones and now - self._zones[node][0] < ZONE_CACHE_SECONDS:
+                continue
+            try:
+                got = await self.kube.call_or_none(self.kube.core.read_node, node)
+            except ApiError as exc:
+                if exc.status != 403:
+                    raise
+                log.warning("nodes cannot be read (%s): no zone-aware placement", exc)
+                self._zones = None
+                return {}
+            labels = ((got or {}).get("metadata") or {}).get("labels") or {}
+            self._zones[node] = (now, str(labels.get(ZONE_LABEL, "")))
+        return {n: z for n in nodes if (z := self._zones.get(n, (0.0, ""))[1])}
 
     async def failed_creates(self, dc: DistCache) -> list[str]:
         """The StatefulSet controller's FailedCreate messages, newest first (a ResourceQuota,

@@ -44,7 +44,8 @@ def members_status(dc: DistCache, obs: Observed, pods_ready: Mapping[str, bool]
         out.append({"id": m.id, "pod": m.id, "state": m.state,
                     "ready": bool(pods_ready.get(m.id)),
                     "keys": int(s["keys"]) if s else 0,
-                    "bytes": int(s["bytes_used"]) if s else 0})
+                    "bytes": int(s["bytes_used"]) if s else 0,
+                    **({"zone": m.zone} if m.zone else {})})
     return out
 
 

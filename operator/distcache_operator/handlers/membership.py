@@ -76,8 +76,11 @@ async def step_membership(api: Api, dc: DistCache, mem: DistCacheMemory,
                           members: Mapping[str, Member], statuses: Statuses,
                           previous: Mapping[str, Any]) -> Membership:
     mig = previous.get("migration") or {}
-    pods, failing = await api.pods(dc)
-    failing = {**failing, **await not_created(api, dc, mem, sts, pods)}
+    seen = await api.pods(dc)
+    pods = seen.ready
+    failing = {**seen.failing, **await not_created(api, dc, mem, sts, pods)}
+    node_zones = await api.node_zones(seen.nodes.values())
+    zones = {pod: node_zones[node] for pod, node in seen.nodes.items() if node in node_zones}
     ahead = [members[m] for m, s in statuses.items()  # their ring is newer than the ConfigMap
              if s is not None and s["ring_version"] > ring.version]
     obs = Observed(ring, sts, statuses, transition_since=parse_time(mig.get("started")),
@@ -86,7 +89,8 @@ async def step_membership(api: Api, dc: DistCache, mem: DistCacheMemory,
                                       if (t := parse_time(m.get("unreachableSince")))
                                       is not None},
                    held=await coordinator.rings(ahead) if ahead else {},
-                   join_deadline=join_deadline(), last_error=mig.get("lastError"))
+                   join_deadline=join_deadline(), last_error=mig.get("lastError"),
+                   zones=zones)
     action = decide(dc, obs)
     delay = await act(api, dc, mem, action, ring, coordinator, sts, since=obs.transition_since)
     if action.event is not None:

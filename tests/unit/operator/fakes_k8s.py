@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from distcache_node.cluster.ring import Member, RingDoc
-from distcache_operator.k8s import NotFound
+from distcache_operator.k8s import NotFound, Pods
 from distcache_operator.model import DistCache
 
 
@@ -29,6 +29,8 @@ class FakeApi:
         self.sts = sts
         self.ready: dict[str, bool] = {}
         self.failing: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}  # pod -> node
+        self.zones: dict[str, str] = {}  # node -> zone label
         self.failed_create_messages: list[str] = []  # the StatefulSet's FailedCreate, newest 1st
         self.events: list[tuple[str, str, bool]] = []
         self.calls: list[tuple[str, str]] = []
@@ -94,8 +96,11 @@ class FakeApi:
         self.calls.append(("scale", str(replicas)))
         self.sts = replicas
 
-    async def pods(self, dc: DistCache) -> tuple[dict[str, bool], dict[str, str]]:
-        return dict(self.ready), dict(self.failing)
+    async def pods(self, dc: DistCache) -> Pods:
+        return Pods(dict(self.ready), dict(self.failing), dict(self.nodes))
+
+    async def node_zones(self, nodes: Iterable[str]) -> dict[str, str]:
+        return {n: self.zones[n] for n in nodes if n in self.zones}
 
     async def failed_creates(self, dc: DistCache) -> list[str]:
         self.calls.append(("list", "Event/FailedCreate"))

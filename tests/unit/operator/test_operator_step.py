@@ -114,3 +114,26 @@ async def test_a_failed_call_is_retried_and_a_bug_logged_and_retried(
     c.api.get_distcache = bug  # type: ignore[method-assign]
     assert await c.step() == BUG_DELAY
     assert "step failed" in caplog.text and "KeyError" in caplog.text
+
+
+async def test_the_ring_takes_the_zones_of_the_pods_nodes() -> None:
+    c = Cluster(SPEC)
+    c.api.nodes = {"cache-0": "worker-1", "cache-1": "worker-2"}
+    c.api.zones = {"worker-1": "zone-a", "worker-2": "zone-b"}
+    await c.step()
+    assert c.store.doc is not None and c.store.doc.zones() == {"cache-0": "zone-a",
+                                                               "cache-1": "zone-b"}
+    # cache-1's pod comes back on a node of zone-a: the settled ring follows, in one step.
+    c.nodes.update({"cache-0": node_status(1), "cache-1": node_status(1)})
+    c.api.ready = {"cache-0": True, "cache-1": True}
+    await c.step()
+    before = c.store.doc.version
+    await c.step()
+    assert c.store.doc.version == before, "the ring changed with no zone moving"
+    c.api.nodes["cache-1"] = "worker-3"
+    c.api.zones["worker-3"] = "zone-a"
+    await c.step()
+    assert c.store.doc.version == before + 1
+    assert c.store.doc.zones() == {"cache-0": "zone-a", "cache-1": "zone-a"}
+    assert any("zones: cache-1 in zone-a" in e[1] for e in c.api.events)
+    await c.mem.close()
