@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# kind-up.sh: a running one-node kind cluster with the project's images loaded, from whatever
-# this machine has: starts dockerd if needed, builds what is missing (binaries, node image,
+# kind-up.sh: a running kind cluster with the project's images loaded, from whatever this
+# machine has. NODES=1 (the default) is one node; NODES=4 is a control plane and three workers
+# in two zones (topology.kubernetes.io/zone: zone-a holds two workers, zone-b one), with pod
+# networking across them (pod-network.sh). It starts dockerd if needed, builds what is missing (binaries, node image,
 # project images; all cached outside the clone), creates the cluster unless it already runs
 # on the current node image, loads the images, waits for CoreDNS. Last line of stdout:
 #   export KUBECONFIG=...
@@ -17,7 +19,19 @@ KUBECTL=$BIN_CACHE/kubernetes-$K8S_VERSION/kubectl
 # an image registry answers, which saves the 20-35 min offline build; the offline build
 # otherwise. DISTCACHE_DEV_KIND_NODE=offline|stock forces one (stock fails without a registry).
 # The log says which path ran.
+NODES=${NODES:-1}
+[[ "$NODES" =~ ^[1-9]$ ]] || die "NODES must be 1 to 9, got '$NODES'"
 KIND_CONFIG=$KIND_SCRIPTS/kind-config.yaml
+if [ "$NODES" -gt 1 ]; then
+  # Workers take turns over two zones, so one zone holds more than one node: zone-aware
+  # placement then matters (with a zone per node, host spreading alone would do).
+  KIND_CONFIG=$KIND_CACHE/kind-config-$CLUSTER_NAME.yaml
+  { cat "$KIND_SCRIPTS/kind-config.yaml"
+    for ((i = 1; i < NODES; i++)); do
+      printf '  - role: worker\n    labels:\n      topology.kubernetes.io/zone: zone-%s\n' \
+        "$( ((i % 2)) && echo a || echo b)"
+    done; } > "$KIND_CONFIG"
+fi
 stock_node_image() {
   local src
   src=$(cd "$REPO_ROOT" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" 2>/dev/null \
@@ -26,13 +40,14 @@ stock_node_image() {
 }
 node_path=${DISTCACHE_DEV_KIND_NODE:-auto}
 NODE_IMAGE=
+stock=
 if [ "$node_path" != offline ]; then
   stock=$(stock_node_image || true)
   if [ -n "$stock" ] && pull_err=$(timeout 600 docker pull -q "$stock" 2>&1); then
     NODE_IMAGE=$stock
     # kind's node image brings kindnetd: the default CNI, so not the offline image's static one.
+    grep -v '^[[:space:]]*disableDefaultCNI:' "$KIND_CONFIG" > "$KIND_CACHE/kind-config-stock.yaml"
     KIND_CONFIG=$KIND_CACHE/kind-config-stock.yaml
-    grep -v '^[[:space:]]*disableDefaultCNI:' "$KIND_SCRIPTS/kind-config.yaml" > "$KIND_CONFIG"
     log "node image: kind's own $stock (pulled from its registry)"
   elif [ "$node_path" = stock ]; then
     die "DISTCACHE_DEV_KIND_NODE=stock, but kind's node image ${stock:-?} cannot be pulled: ${pull_err:-no image name}"
@@ -53,6 +68,8 @@ if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
     "$KIND" delete cluster --name "$CLUSTER_NAME" >&2
   elif [ "$running_image" = "$NODE_IMAGE" ]; then
     log "cluster $CLUSTER_NAME already runs on $NODE_IMAGE: reusing it"
+    have_nodes=$("$KIND" get nodes --name "$CLUSTER_NAME" | wc -l)
+    [ "$have_nodes" -eq "$NODES" ] || log "it has $have_nodes node(s), not NODES=$NODES: reusing it as it is (make kind-down first for $NODES)"
   else
     # Someone may be working on it: never delete a running cluster behind their back.
     log "cluster $CLUSTER_NAME runs on ${running_image:-?}, not the current $NODE_IMAGE: reusing it (make kind-down && make kind-up to move on)"
@@ -66,15 +83,26 @@ else
   "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >&2
 fi
 export KUBECONFIG=$KUBECONFIG_PATH
+# Offline image: its static CNI config is one node's; more nodes need theirs and routes.
+if [ "$NODE_IMAGE" != "$stock" ] && [ "$NODES" -gt 1 ]; then
+  KUBECTL=$KUBECTL "$KIND_SCRIPTS/pod-network.sh"
+fi
 
+mapfile -t nodes < <("$KIND" get nodes --name "$CLUSTER_NAME")
 for img in "${PROJECT_IMAGES[@]}"; do
   want=$(docker image inspect -f '{{.Id}}' "$img")
-  have=$(docker exec "$node" crictl inspecti -o go-template --template '{{.status.id}}' "$img" 2>/dev/null || true)
-  if [ "$have" = "$want" ]; then log "$img already loaded"; continue; fi
-  log "kind load docker-image $img"
-  if ! "$KIND" load docker-image "$img" --name "$CLUSTER_NAME" >&2; then
+  missing=()
+  for n in "${nodes[@]}"; do
+    have=$(docker exec "$n" crictl inspecti -o go-template --template '{{.status.id}}' "$img" 2>/dev/null || true)
+    [ "$have" = "$want" ] || missing+=("$n")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then log "$img already loaded"; continue; fi
+  log "kind load docker-image $img (${missing[*]})"
+  if ! "$KIND" load docker-image "$img" --name "$CLUSTER_NAME" --nodes "$(IFS=,; echo "${missing[*]}")" >&2; then
     log "kind load failed; importing with ctr directly"
-    docker save "$img" | docker exec -i "$node" ctr -n k8s.io images import --digests - >&2
+    for n in "${missing[@]}"; do
+      docker save "$img" | docker exec -i "$n" ctr -n k8s.io images import --digests - >&2
+    done
   fi
 done
 
