@@ -118,7 +118,9 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
                     f"{len(members)} ready")
     elif unreachable or not_ready:
         down = sorted(set(unreachable) | set(not_ready))
-        degraded = (True, "MembersNotReady", f"not ready: {', '.join(down)}")
+        zones = {m["zone"] for m in members if m["id"] in down and m.get("zone")}
+        where = f" (zone {', '.join(sorted(zones))})" if zones else ""
+        degraded = (True, "MembersNotReady", f"not ready: {', '.join(down)}{where}")
     else:
         degraded = (False, "AsExpected", "every member answers and is ready")
 
@@ -126,9 +128,9 @@ def compute(dc: DistCache, obs: Observed, action: Action, pods_ready: Mapping[st
         available = (False, "NoMembers", "the ring has no members yet")
     elif ready == 0:
         available = (False, "NoReadyPods", "no cache pod is ready")
-    elif len(unreachable) >= ring.replication:
+    elif len(unreachable) >= ring.replication and ring.target().all_copies_on(unreachable):
         available = (False, "MembersDown", f"{len(unreachable)} members unreachable at "
-                     f"replication {ring.replication}: some keys may be unavailable")
+                     f"replication {ring.replication}: some keys have every copy on them")
     else:
         available = (True, "Serving", "; ".join([f"{ready} of {len(ring.members)} pods ready",
                                                   *notes]))

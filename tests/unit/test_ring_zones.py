@@ -106,3 +106,15 @@ def test_a_bad_zone_is_refused_naming_the_member(zone: object) -> None:
         return
     with pytest.raises(RingError, match="member 'a': 'zone' must be a label value"):
         RingDoc.from_json(doc)
+
+
+def test_all_copies_on_says_whether_some_key_has_every_copy_on_the_members_given() -> None:
+    aware = Ring(list(TWO_ZONES), replication=2, zones=TWO_ZONES)
+    plain = Ring(list(TWO_ZONES), replication=2)
+    assert not aware.all_copies_on(["a", "b"])  # a whole zone: every key has a copy left
+    assert plain.all_copies_on(["a", "b"])
+    assert aware.all_copies_on(["a", "c"]) and aware.all_copies_on(list(TWO_ZONES))
+    assert not aware.all_copies_on(["a"]) and not aware.all_copies_on([])
+    # Agrees with the keys themselves.
+    assert plain.all_copies_on(["a", "b"]) == any(
+        set(plain.owners(k)) <= {"a", "b"} for k in KEYS)

@@ -285,6 +285,16 @@ class Ring:
         index = bisect.bisect(self._hashes, key_hash) % len(self._hashes)
         return self._arc(index)[:self.replication]
 
+    def all_copies_on(self, members: Iterable[str]) -> bool:
+        """Whether some key has every one of its R copies on these members: with them all
+        down, that key cannot be read. Exact (each arc of the circle is looked at once); with
+        zone-aware placement a whole zone down leaves every key a copy elsewhere."""
+        down = set(members)
+        if not self.members or not down:
+            return False
+        want = min(self.replication, len(self.members))
+        return any(set(self._arc(i)[:want]) <= down for i in range(len(self._hashes)))
+
     def primary(self, key: str) -> str | None:
         owners = self.preference(key, 1)
         return owners[0] if owners else None

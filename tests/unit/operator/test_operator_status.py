@@ -152,3 +152,21 @@ def test_a_joining_member_that_is_not_ready_yet_is_a_join_not_a_fault(make_dc) -
                        {"cache-0": True, "cache-1": True, "cache-2": True, "cache-3": False},
                        {"phase": "Running"})
     assert conds(s)["Degraded"] == ("True", "MembersNotReady")
+
+
+def test_a_whole_zone_down_leaves_the_cache_available_when_every_key_has_a_copy_elsewhere(
+        make_dc) -> None:
+    dc = make_dc(replicas=4)
+    plain = ring_of(dc, {0: "active", 1: "active", 2: "active", 3: "active"})
+    zoned = plain.with_zones({"cache-0": "zone-a", "cache-1": "zone-a",
+                              "cache-2": "zone-b", "cache-3": "zone-b"})
+    ready = {"cache-0": False, "cache-1": False, "cache-2": True, "cache-3": True}
+    for ring, available in ((zoned, ("True", "Serving")), (plain, ("False", "MembersDown"))):
+        statuses = {**all_settled(dc, ring), "cache-0": None, "cache-1": None}
+        s = status.compute(dc, Observed(ring, 4, statuses), Action("wait", "x"), ready,
+                           {"phase": "Running"})
+        assert conds(s)["Available"] == available
+        degraded = next(c for c in s["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "MembersNotReady"
+        assert "cache-0, cache-1" in degraded["message"]
+        assert ("(zone zone-a)" in degraded["message"]) == (ring is zoned)
