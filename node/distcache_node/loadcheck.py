@@ -180,7 +180,7 @@ class LoadCheck:
             task.add_done_callback(tasks.discard)
             if progress > 0 and now >= next_report:
                 next_report += progress
-                print(json.dumps({"t": round(now - start, 1),
+                print(json.dumps({"t": round(now - start, 1), "at": round(time.time(), 1),
                                   "requests": sum(self.tally.requests.values()),
                                   "failures": dict(self.tally.failures),
                                   "client_retries": self.client.retries}),
