@@ -96,6 +96,9 @@ class Loader:
                 # A cache client's usual patience: a request to a frozen node is given up
                 # after 2 s and retried on another one.
                 "--timeout", "2", "--keys", "3000", "--stop-file", "/tmp/stop",
+                # Keys of its own: a run reading a key an earlier one wrote would count a
+                # stale read.
+                "--prefix", f"{name}:",
                 "--progress", "1"]
         pod = load_pod(name, image, "python", args, cache)
         pod["spec"]["nodeSelector"] = {CONTROL_PLANE: ""}
@@ -136,6 +139,12 @@ class Timeline:
     flowing_after: float | None  # seconds from the fault until requests flowed again (None:
     #                              never, within the window)
     slowest_second: int  # fewest requests done in one second within the window
+    seconds: list[tuple[float, int, int]]  # (since the fault, done, failed) per progress line
+
+    def __str__(self) -> str:
+        return (f"flowing again after {self.flowing_after} s, {self.failed} failed, slowest "
+                f"second {self.slowest_second}; per second (t, done, failed): "
+                + " ".join(f"{t:.0f}:{d}/{f}" for t, d, f in self.seconds))
 
 
 def timeline(samples: list[Sample], start: float, end: float, rate: float) -> Timeline:
@@ -154,4 +163,6 @@ def timeline(samples: list[Sample], start: float, end: float, rate: float) -> Ti
             flowing = max(0.0, window[i][0].at - start)
             break
     slowest = min((b.requests - a.requests for a, b in window), default=0)
-    return Timeline(failed, flowing, slowest)
+    seconds = [(b.at - start, b.requests - a.requests, b.failures - a.failures)
+               for a, b in window]
+    return Timeline(failed, flowing, slowest, seconds)

@@ -90,6 +90,11 @@ def assert_nothing_lost(summary: dict[str, object], what: str) -> None:
         f"{what}: {summary['stale_reads']} stale reads: {summary['stale_examples']}")
 
 
+def failures_said(summary: dict[str, object]) -> str:
+    examples = summary.get("failure_examples") or []
+    return f"failures {summary['failure_reasons']}, first: {examples[:3]}"  # type: ignore[index]
+
+
 def healed(name: str, size: int) -> bool:
     return (settled(name, size) is not None
             and condition(name, "Degraded").get("status") == "False")
@@ -131,11 +136,12 @@ def test_a_whole_zone_stopped_loses_no_key(cache: str, cluster: dict[str, str],
           f"{seen.failed} failed meanwhile (of {summary['requests']} in the run), "
           f"slowest second {seen.slowest_second} requests; {summary['lost_writes']} of "
           f"{summary['keys_checked']} keys lost; healed {heal_s:.0f} s after it came back; "
-          f"Degraded: {degraded.get('message')}; Available: {available.get('status')}")
+          f"Degraded: {degraded.get('message')}; Available: {available.get('status')}; "
+          f"{failures_said(summary)}; timeline: {seen}")
     assert_nothing_lost(summary, f"zone {zone} stopped")
     assert degraded.get("reason") == "MembersNotReady" and f"zone {zone}" in degraded["message"]
     assert available.get("status") == "True", available
-    assert seen.flowing_after is not None and seen.flowing_after <= 20, seen
+    assert seen.flowing_after is not None and seen.flowing_after <= 20, str(seen)
 
 
 def test_a_worker_stopped_past_the_grace_period_is_served_around_and_heals(
@@ -164,10 +170,11 @@ def test_a_worker_stopped_past_the_grace_period_is_served_around_and_heals(
           f"{seen.failed} failed meanwhile, slowest second {seen.slowest_second} requests; "
           f"healed {heal_s:.0f} s after it came back; {summary['requests']} requests, "
           f"{summary['failures']} failed, {summary['lost_writes']} lost of "
-          f"{summary['keys_checked']} keys; Degraded: {degraded.get('message')}")
+          f"{summary['keys_checked']} keys; Degraded: {degraded.get('message')}; "
+          f"{failures_said(summary)}; timeline: {seen}")
     assert_nothing_lost(summary, f"worker {node} stopped")
     assert degraded.get("reason") == "MembersNotReady"
-    assert seen.flowing_after is not None and seen.flowing_after <= 20, seen
+    assert seen.flowing_after is not None and seen.flowing_after <= 20, str(seen)
     # Once the worker is back nothing fails: every failure was inside the outage.
     after = [s for s in load.samples() if s.at >= back + heal_s]
     assert not after or after[-1].failures == after[0].failures, "failures after healing"

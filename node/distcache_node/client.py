@@ -23,8 +23,8 @@ import orjson
 from yarl import URL
 
 from distcache_node.cluster.ring import RingDoc, RingError
+from distcache_node.protocol import DEADLINE_HEADER, STOPPING_HEADER
 from distcache_node.protocol import RING_VERSION_HEADER as RING_HEADER
-from distcache_node.protocol import STOPPING_HEADER
 
 
 def ring_of_status(status: Any) -> RingDoc:
@@ -53,6 +53,7 @@ class DistCacheClient:
         self.seeds = [s.rstrip("/") for s in seeds]
         headers = {"X-API-Key": api_key} if api_key else {}
         self.retry_for = retry_for
+        self.timeout = timeout
         self.retries = 0  # calls sent again (another node, or after a 503), for reports
         self.session = aiohttp.ClientSession(
             # A node that went away without a word (its pod IP gone) must not hold a call
@@ -163,6 +164,10 @@ class DistCacheClient:
             candidates = [url, *(u for u in others if u not in self._avoid),
                           *(u for u in others if u in self._avoid)]
             for base in dict.fromkeys(candidates):
+                if method != "GET":
+                    # Past this the attempt is given up (and perhaps sent again): a node
+                    # that reads it later must not apply it over what came after.
+                    kwargs["headers"] = {DEADLINE_HEADER: f"{time.time() + self.timeout:.3f}"}
                 try:
                     async with self.session.request(method, base + path, **kwargs) as resp:
                         self._note_version(resp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,9 +12,10 @@ from aiohttp import web
 
 from distcache_node.appkeys import BACKEND, CONFIG, METRICS
 from distcache_node.backend import REMOTE, Entry, Item, LocalBackend
-from distcache_node.errors import CacheError, NotFound, TooLarge, bad_request
+from distcache_node.errors import CacheError, NotFound, TimedOut, TooLarge, bad_request
 from distcache_node.httpbody import read_body as read_body
 from distcache_node.httpbody import read_json as read_json
+from distcache_node.protocol import DEADLINE_HEADER
 from distcache_node.ratelimit import KEY_PREFIX as RESERVED_PREFIX
 from distcache_node.validate import MAX_BATCH as MAX_BATCH
 from distcache_node.validate import MAX_TTL as MAX_TTL
@@ -102,11 +105,31 @@ def get_handler(
     return handle_get
 
 
+def check_deadline(request: web.Request) -> None:
+    """Refuse a write whose client has stopped waiting (DEADLINE_HEADER), right before it
+    would get its version: applied now it could overwrite what the client wrote since."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is None:
+        return
+    try:
+        deadline = float(raw)
+    except ValueError:
+        deadline = math.nan
+    if not math.isfinite(deadline) or deadline < 0:
+        raise bad_request(f"{DEADLINE_HEADER} must be seconds since the Unix epoch, got "
+                          f"{raw[:40]!r}", "invalid_deadline")
+    late = time.time() - deadline
+    if late > 0:
+        raise TimedOut("deadline_exceeded", f"the write arrived {late:.3f} s after the "
+                       f"client's deadline ({DEADLINE_HEADER}): not applied")
+
+
 async def handle_set(request: web.Request) -> web.Response:
     body = await read_json(request)
     key = validate_key(request, body.get("key"))
     value = encode_value(request, body)
     ttl = validate_ttl(body.get("ttl"))
+    check_deadline(request)
     await request.app[BACKEND].set(key, value, ttl)
     return _json_response(b'{"stored":true,"key":%b}' % orjson.dumps(key))
 
@@ -119,6 +142,7 @@ async def handle_delete(request: web.Request) -> web.Response:
     else:
         key_raw = (await read_json(request)).get("key")
     key = validate_key(request, key_raw)
+    check_deadline(request)
     deleted = await request.app[BACKEND].delete(key)
     return _json_response(b'{"deleted":true}' if deleted else b'{"deleted":false}')
 
@@ -178,6 +202,7 @@ async def handle_mset(request: web.Request) -> web.Response:
             exc.message = f"items[{index}]: {exc.message}"
             raise
         items.append((key, value, ttl))
+    check_deadline(request)
     stored = await request.app[BACKEND].mset(items)
     return _json_response(b'{"stored":%d}' % stored)
 
@@ -191,5 +216,6 @@ async def handle_incr(request: web.Request) -> web.Response:
     if not -(2**63) <= delta < 2**63:
         raise bad_request("'delta' must fit in a signed 64-bit integer", "invalid_delta")
     ttl = validate_ttl(body.get("ttl"))
+    check_deadline(request)
     value = await request.app[BACKEND].incr(key, delta, ttl)
     return _json_response(b'{"key":%b,"value":%d}' % (orjson.dumps(key), value))

@@ -10,3 +10,8 @@ RING_HEADER = RING_VERSION_HEADER
 SECRET_HEADER = "X-DistCache-Cluster-Secret"
 # On every answer of a node that got SIGTERM and is draining: clients send elsewhere.
 STOPPING_HEADER = "X-DistCache-Stopping"
+# When the client stops waiting for this request (seconds since the Unix epoch). A write that
+# reaches its node later is not applied: the client has given up on it and may have sent it
+# again, and newer writes, elsewhere; applied late it would overwrite them (a request frozen
+# in a stopped node's socket buffer and read once the node came back did exactly that).
+DEADLINE_HEADER = "X-DistCache-Deadline"
