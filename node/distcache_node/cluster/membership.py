@@ -68,6 +68,15 @@ class Membership:
         health = self.health.get(peer_id)
         return -1 if health is None else health.placed_version
 
+    def excuse(self) -> None:
+        """This process was stopped (cluster/stall.py): the silence of its peers meanwhile
+        was its own, so each gets a fresh silence window from now, and heartbeats that time
+        out as it runs again do not take them for dead (which would leave it reading its
+        own stale copies as the only live owner)."""
+        now = time.monotonic()
+        for health in self.health.values():
+            health.last_ok = max(health.last_ok, now)
+
     def report_failure(self, peer_id: str, error: PeerError) -> None:
         """Called by the data path: a peer that refuses connections is routed around at
         once; other failures (a dropped connection, a timeout) are left to the heartbeat."""

@@ -83,7 +83,24 @@ class ClusterNode:
         if routed_around == self.boot_id and not self.stopping and not self.resync.is_set():
             log.warning("peer %s sent writes around this node while it was up; taking "
                         "its share back", peer_id)
-            self.resync.set()
+            self.behind("re-syncing: a peer sent writes around this node")
+
+    def behind(self, reason: str) -> None:
+        """Our copies may lack writes peers made around us: not ready from now on (the answer
+        to the heartbeat that said so already says it, and reads go to ready owners first),
+        until the refill loop has taken our share back."""
+        if self.stopping:
+            return
+        me = self.doc.member(self.id)
+        if me is not None and me.state == "active":  # the ones the refill loop re-syncs
+            self.set_ready(False, reason)
+        self.resync.set()
+
+    def stalled(self, gap: float) -> None:
+        """cluster/stall.py: this process was stopped for `gap` seconds."""
+        self.membership.excuse()
+        if self.peers:
+            self.behind(f"re-syncing: this process was stopped for {gap:.0f} s")
 
     def send_secret(self) -> None:
         """Calls to peers carry the cluster secret's current first key from now on (after
@@ -250,7 +267,13 @@ class ClusterNode:
             # live owner), and reading it saves the hop.
             ready.remove(self.id)
             ready.insert(0, self.id)
-        order = ready + [m for m in writers if m not in ready]
+        # A node that is not ready itself (refilling, re-syncing after peers wrote around
+        # it) asks its own copy last: any other owner is likelier to be current.
+        unready = [m for m in writers if m not in ready]
+        if self.id in unready:
+            unready.remove(self.id)
+            unready.append(self.id)
+        order = ready + unready
         candidates = [(m, not transition and m in ready and m in natural) for m in order]
         if transition:
             # While keys move, the old owners still hold what has not moved yet.

@@ -32,6 +32,7 @@ from distcache_node.cluster.peers import client_ssl_context, make_session
 from distcache_node.cluster.ring import RingDoc, RingError
 from distcache_node.cluster.router import ClusterRouter
 from distcache_node.cluster.routes import setup_cluster_routes
+from distcache_node.cluster.stall import StallWatch
 from distcache_node.errors import Forbidden
 from distcache_node.protocol import SECRET_HEADER
 
@@ -95,7 +96,11 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks.append(asyncio.create_task(loops.gossip_rings(node), name="ring-gossip"))
     tasks.append(asyncio.create_task(node.migration.run(), name="migration"))
     tasks.append(asyncio.create_task(loops.refill(node), name="refill"))
+    # A stop longer than peers wait before routing around us (cluster/stall.py).
+    stall = StallWatch(config.suspect_after, node.stalled)
+    stall.start()
     yield
+    stall.stop()
     for task in tasks:
         task.cancel()
     for task in tasks:
