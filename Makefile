@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make run's cluster size; make kind-up's is 1 unless NODES is given
 NODES ?= 3
 BASE_PORT ?= 8080
 RESP_BASE_PORT ?= 6379
@@ -88,8 +89,8 @@ kind-node-image: ## Build the offline kind node image (Kubernetes v1.34.4; cold 
 	scripts/kind/build-node-image.sh
 
 .PHONY: kind-up
-kind-up: ## Start the kind cluster (builds what is missing, loads the images); prints export KUBECONFIG=...
-	@scripts/kind/kind-up.sh
+kind-up: ## Start the kind cluster (builds what is missing, loads the images); prints export KUBECONFIG=...; NODES=4: a control plane and 3 workers in 2 zones
+	@NODES=$(if $(filter command line environment,$(origin NODES)),$(NODES),1) scripts/kind/kind-up.sh
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster
@@ -98,6 +99,10 @@ kind-down: ## Delete the kind cluster
 .PHONY: e2e-kind
 e2e-kind: $(STAMP) ## The kind tier alone: kind-up, pytest e2e/, kind-down (KEEP_CLUSTER=1 keeps it)
 	@$(PY) scripts/tiers.py kind -- $(PYTEST_ARGS)
+
+.PHONY: test-nodes
+test-nodes: $(STAMP) ## The nodes tier alone: node and zone faults on a fresh 4-node kind cluster (make test runs it too)
+	@$(PY) scripts/tiers.py nodes -- $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: $(STAMP) ## The e2e suite: on a fresh kind cluster (kind-up with the Helm chart, pytest e2e/, kind-down), or with KUBECONFIG set on that cluster, left as found

@@ -15,6 +15,9 @@
                                    on an offline kind cluster        offline kind test bed,
                                                                      cert-manager, the
                                                                      Prometheus Operator's CRDs
+    nodes       e2e/nodes/         node and zone faults on a kind    the same test bed,
+                                   cluster of 4 nodes (3 workers     NODES=4
+                                   in 2 zones)
 
 Each tier is a pytest marker (tests/conftest.py gives tests/ theirs by folder; e2e/ marks its
 own) run as its own pytest process, with a JUnit report this script reads to count outcomes.
@@ -31,14 +34,16 @@ How a run is judged:
 The summary says which tiers ran, how many tests each ran, how long each took and why anything
 was skipped; its last line is the plain total (`N passed, N failed, N skipped`).
 
-Environment: CI=true (strict), SKIP_KIND=1 (leave the kind tier out: a skip like any other),
-KEEP_CLUSTER=1 (the kind tier leaves its cluster running), E2E_CLUSTER_NAME (distcache-test).
+Environment: CI=true (strict), SKIP_KIND=1 (leave both kind tiers out: a skip like any other),
+SKIP_NODES=1 (only the nodes tier), KEEP_CLUSTER=1 (a kind tier leaves its cluster running),
+E2E_CLUSTER_NAME (the kind tier's, distcache-test; the nodes tier's is distcache-nodes-test).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shlex
@@ -147,14 +152,22 @@ class Tier:
     pytest_args: list[str] = field(default_factory=list)
 
 
+def not_skipped_nodes() -> str:
+    if os.environ.get("SKIP_NODES") == "1":
+        raise Unmet("SKIP_NODES=1")
+    return not_skipped_by_hand()
+
+
 @contextlib.contextmanager
-def kind_cluster() -> Iterator[dict[str, str]]:
-    """A fresh kind cluster of its own (never the one `make kind-up` started for a person),
-    with the images loaded and the operator installed, plus cert-manager's image and the
-    Prometheus Operator's CRDs for the tests that use them; deleted afterwards unless
-    KEEP_CLUSTER=1."""
-    env = dict(os.environ, KIND_CLUSTER_NAME=os.environ.get("E2E_CLUSTER_NAME",
-                                                            "distcache-test"))
+def kind_cluster(name: str = "distcache-test", nodes: int = 1,
+                 add_ons: bool = True) -> Iterator[dict[str, str]]:
+    """A fresh kind cluster of its own (never the one `make kind-up` started for a person)
+    of `nodes` nodes, with the images loaded and the operator installed, plus (`add_ons`)
+    cert-manager's image and the Prometheus Operator's CRDs for the tests that use them;
+    deleted afterwards unless KEEP_CLUSTER=1."""
+    env = dict(os.environ, KIND_CLUSTER_NAME=os.environ.get("E2E_CLUSTER_NAME", name)
+               if nodes == 1 else name,
+               NODES=str(nodes))
     (CACHE / "kind").mkdir(parents=True, exist_ok=True)
     with open(CACHE / "kind" / "e2e-tier.lock", "w") as lock:
         try:
@@ -176,15 +189,17 @@ def kind_cluster() -> Iterator[dict[str, str]]:
         # Always a fresh cluster: one left from an earlier run may predate a dockerd restart.
         subprocess.run(down, env=env, capture_output=True)
         try:
-            steps = [("make kind-up", [str(KIND_SCRIPTS / "kind-up.sh")]),
-                     ("cert-manager", [str(ROOT / "scripts" / "cert-manager.sh"), "image"]),
-                     ("Prometheus Operator CRDs",
-                      [str(ROOT / "scripts" / "prometheus-operator-crds.sh")])]
+            steps = [("make kind-up", [str(KIND_SCRIPTS / "kind-up.sh")])]
+            if add_ons:
+                steps += [("cert-manager", [str(ROOT / "scripts" / "cert-manager.sh"), "image"]),
+                          ("Prometheus Operator CRDs",
+                           [str(ROOT / "scripts" / "prometheus-operator-crds.sh")])]
             for what, argv in steps:
                 t0 = time.monotonic()
                 proc = subprocess.run(argv, cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE)
-                TIMINGS.append((f"kind: {what}", time.monotonic() - t0))
+                TIMINGS.append((f"kind{'' if nodes == 1 else f' ({nodes} nodes)'}: {what}",
+                                time.monotonic() - t0))
                 if proc.returncode != 0:
                     raise SetupFailed(f"{what} failed (exit {proc.returncode}; its log above)")
                 if what == "make kind-up":
@@ -215,6 +230,10 @@ TIERS = [
     Tier("kind", "operator, chart and images on an offline kind cluster", "e2e or docker",
          ["e2e"], [not_skipped_by_hand, debian("curl", "curl"), helm, docker],
          around=kind_cluster, pytest_args=["--durations=15"]),
+    Tier("nodes", "node and zone faults on a 4-node kind cluster (3 workers, 2 zones)",
+         "nodes", ["e2e/nodes"], [not_skipped_nodes, helm, docker],
+         around=functools.partial(kind_cluster, "distcache-nodes-test", 4, False),
+         pytest_args=["--durations=10", "-s"]),
 ]
 TIMINGS: list[tuple[str, float]] = []
 
