@@ -12,6 +12,7 @@ from aiohttp import web
 
 from distcache_node.appkeys import BACKEND, CONFIG, METRICS
 from distcache_node.backend import REMOTE, Entry, Item, LocalBackend
+from distcache_node.deadline import CURRENT as CURRENT_DEADLINE
 from distcache_node.errors import CacheError, NotFound, TimedOut, TooLarge, bad_request
 from distcache_node.httpbody import read_body as read_body
 from distcache_node.httpbody import read_json as read_json
@@ -122,6 +123,7 @@ def check_deadline(request: web.Request) -> None:
     if late > 0:
         raise TimedOut("deadline_exceeded", f"the write arrived {late:.3f} s after the "
                        f"client's deadline ({DEADLINE_HEADER}): not applied")
+    CURRENT_DEADLINE.set(deadline)  # the router re-issues nothing past it
 
 
 async def handle_set(request: web.Request) -> web.Response:

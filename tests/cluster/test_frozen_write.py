@@ -123,3 +123,40 @@ async def test_a_node_stopped_past_the_silence_window_answers_no_read_from_its_s
     stale = sorted(k for k in keys if got.get(k) != "after")
     assert not stale, f"{len(stale)} of {len(keys)} reads answered from stale copies: " \
                       f"{[(k, got.get(k)) for k in stale[:5]]}"
+
+
+async def test_a_write_held_up_past_its_deadline_is_not_re_issued_over_a_newer_one(
+        make_cluster, client_session: aiohttp.ClientSession) -> None:
+    """A coordinator whose write waits on an owner that stopped answering finds, when it
+    looks again, an owner holding a newer version: the client gave up on the old write and
+    wrote the key again. Re-issued above that version, as a write whose clock was behind is,
+    the old value would bury the newer acknowledged one (seen on kind during a zone outage:
+    one key read stale for 13 s)."""
+    cluster: LocalCluster = await make_cluster(3, replication=2, node_args=[
+        "--suspect-after", "1", "--heartbeat-interval", "0.2", "--peer-timeout", "2"])
+    ring = target_ring(cluster)
+    coordinator = cluster.state.nodes[0]
+    frozen, other = cluster.state.nodes[1], cluster.state.nodes[2]
+    # Owned by the node that will stop and the third one, coordinated by the first.
+    key = next(k for k in (f"held:{i}" for i in range(2000))
+               if ring.owners(k) == [frozen.id, other.id])
+    await set_key(client_session, other.url, key, "first")
+    assert frozen.pid
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        given_up = asyncio.create_task(client_session.post(
+            f"{coordinator.url}/set", json={"key": key, "value": "given up"},
+            headers={DEADLINE_HEADER: f"{time.time() + 1:.3f}"}))
+        await asyncio.sleep(1.5)  # the client's deadline passed; the peers judged it dead
+        await set_key(client_session, other.url, key, "newest")
+        async with await given_up as resp:  # the coordinator's own end of the old write
+            assert resp.status in (408, 503), await resp.text()
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    await cluster.wait_ready([frozen])
+
+    async def newest_everywhere() -> bool:
+        seen = [await mget(client_session, n.url, [key]) for n in cluster.state.nodes]
+        return all(s == {key: "newest"} for s in seen)
+
+    await eventually(newest_everywhere, 20, "every node answers the newest write")

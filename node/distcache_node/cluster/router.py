@@ -24,11 +24,12 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 
+from distcache_node import deadline
 from distcache_node.backend import REMOTE, Entry, Item
 from distcache_node.cluster.node import ClusterNode
 from distcache_node.cluster.peers import PeerError, WireEntry
 from distcache_node.cluster.replication import ApplyResult, required_acks
-from distcache_node.errors import CacheError, Conflict, TooLarge, Unavailable
+from distcache_node.errors import CacheError, Conflict, TimedOut, TooLarge, Unavailable
 
 # Errors the key's primary answers /cluster/incr with that are the client's to see, by code,
 # as the kind of refusal they are here.
@@ -233,7 +234,15 @@ class ClusterRouter:
                 for key, _ in plan_d.get(member, []):
                     if key not in missing:
                         acked[key].add(member)
-            # Every owner must end up with the same, newest version: start the key over.
+            # Every owner must end up with the same, newest version: start the key over. Not
+            # past the client's deadline: it has given up on this write and may have written
+            # the key again since, and the newer version an owner holds may be that write
+            # (a coordinator held up by owners that stopped answering would put its older
+            # value back on top).
+            if superseded and (late := deadline.late()) is not None and late > 0:
+                raise TimedOut("deadline_exceeded", f"{len(superseded)} key(s) written "
+                               f"since by a newer write, {late:.3f} s after the client's "
+                               "deadline: not re-issued over it")
             reissued |= superseded
             for key in superseded:
                 if key in by_key_entry:
