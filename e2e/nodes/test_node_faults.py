@@ -41,6 +41,10 @@ from tlshelp import dc_yaml, operator_ready
 
 from distcache_node.cluster.ring import Ring, RingDoc
 
+# The nodes tier (scripts/tiers.py), not the one-node kind tier: marked here, as a conftest.py
+# in this folder would shadow e2e/conftest.py for the modules that import from it.
+pytestmark = pytest.mark.nodes
+
 NAME = "faults"
 RATE = float(os.environ.get("DISTCACHE_DEV_NODES_RATE", "100"))
 # Longer than the node-monitor grace period (50 s in Kubernetes 1.34): the node is NotReady
